@@ -1,0 +1,95 @@
+// DataDist: one cluster's endpoint in a disaggregated deployment. A PROMPT
+// listens; DECODERs link to it and receive KV caches it pushes.
+#ifndef KVDIST_DATA_DIST_H_
+#define KVDIST_DATA_DIST_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kvdist/cache_manager.h"
+#include "kvdist/status.h"
+#include "kvdist/types.h"
+
+namespace kvdist {
+
+namespace core {
+class Engine;
+}
+
+struct Options {
+  // "ip:port" to listen on. Required for a PROMPT (port 0: any free port,
+  // see DataDist::listen_port()).
+  std::string listen_ip_info;
+  // Deadline of each synchronize_layer call, ms (option llm.SyncKvCacheWaitTime).
+  int32_t sync_kv_timeout_ms = 1000;
+  // Deadline for the writes of one layer to complete at a destination, ms.
+  int32_t transfer_timeout_ms = 10000;
+  // Upper bound of memory allocate_cache may map, bytes (ge.flowGraphMemMaxSize).
+  uint64_t pool_max_bytes = uint64_t{16} << 30;
+  // Recorded only (the original requires it).
+  int32_t device_id = 0;
+  // Layers a task may have posted but not yet confirmed.
+  uint32_t inflight_layers = 4;
+
+  // Builds Options from LLM-DataDist option keys (llm.listenIpInfo,
+  // llm.SyncKvCacheWaitTime, ge.flowGraphMemMaxSize, ge.exec.deviceId,
+  // kvdist.TransferTimeout, kvdist.InflightLayers). Unknown keys are ignored.
+  // A PROMPT without llm.listenIpInfo, or a missing ge.exec.deviceId, is
+  // kParamInvalid naming the option.
+  static Result<Options> from_map(Role role, const std::map<std::string, std::string>& options);
+};
+
+// Per-cluster outcome of link_clusters / unlink_clusters.
+struct LinkResult {
+  StatusCode status = StatusCode::kSuccess;  // first failure, else kSuccess
+  std::vector<StatusCode> per_cluster;
+};
+
+// Thread-safe unless stated. Several DataDists may live in one process (the
+// llm_datadist package enforces the original's one-per-process rule).
+class DataDist {
+ public:
+  DataDist(Role role, uint64_t cluster_id);
+  ~DataDist();  // finalize()
+  DataDist(const DataDist&) = delete;
+  DataDist& operator=(const DataDist&) = delete;
+
+  Role role() const { return role_; }
+  uint64_t cluster_id() const { return cluster_id_; }
+
+  // Starts the transport (and the listener of a PROMPT). A second init is a
+  // no-op returning kSuccess.
+  Status init(const Options& options);
+  // Ends every task (their unfinished configs fail), closes links, unmaps
+  // memory. Idempotent. Bounded by the transfer deadline.
+  void finalize();
+  bool initialized() const { return engine_ != nullptr; }
+
+  // The bound listen port of a PROMPT (useful with port 0); 0 otherwise.
+  uint16_t listen_port() const;
+
+  // Links to at most 16 clusters, each within timeout_ms. Never throws; the
+  // per-cluster codes say what happened (kLinkFailed, kTimeout, kAlreadyLink,
+  // kClusterNumExceedLimit for more than 16, kParamInvalid for a bad address).
+  LinkResult link_clusters(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms = 3000);
+  LinkResult unlink_clusters(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms = 3000);
+  // kSuccess if remote_cluster_id is linked and alive, kNotYetLink otherwise.
+  Status check_link_status(uint64_t remote_cluster_id);
+  std::vector<uint64_t> linked_clusters() const;
+
+  // Valid between init and finalize; owned by this DataDist.
+  CacheManager* cache_manager();
+
+ private:
+  Role role_;
+  uint64_t cluster_id_;
+  std::unique_ptr<core::Engine> engine_;
+  std::unique_ptr<CacheManager> cache_manager_;
+};
+
+}  // namespace kvdist
+
+#endif  // KVDIST_DATA_DIST_H_

@@ -1,0 +1,89 @@
+// The caches of one DataDist: their memory (a pool of UCX-allocated
+// segments, or caller-owned memory registered with UCX), the regions peers
+// may write, deferred freeing, and the per-layer arrivals of the receiving
+// side.
+#ifndef KVDIST_CORE_CACHE_REGISTRY_H_
+#define KVDIST_CORE_CACHE_REGISTRY_H_
+
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "kvdist/status.h"
+#include "kvdist/types.h"
+#include "mem/range_allocator.h"
+#include "mem/region_table.h"
+#include "net/transport.h"
+
+namespace kvdist::core {
+
+class CacheRegistry : public std::enable_shared_from_this<CacheRegistry> {
+ public:
+  CacheRegistry(std::shared_ptr<net::Transport> transport, uint64_t pool_max_bytes);
+
+  Result<KvCache> allocate(const CacheDesc& desc, bool is_blocks);
+  Result<KvCache> register_user(const CacheDesc& desc, const std::vector<uint64_t>& addrs,
+                                bool is_blocks);
+  // Deferred free (see CacheManager::deallocate_cache).
+  Status deallocate(int64_t cache_id);
+
+  // The registry's own copy of a live cache (kKvCacheNotExist if unknown or
+  // being freed). Pinned caches are not released while pinned.
+  Result<KvCache> pin(int64_t cache_id);
+  void unpin(int64_t cache_id);
+
+  // Receiving side.
+  void on_note(uint64_t peer, const std::string& payload);
+  void on_peer_down(uint64_t peer, const Status& why, bool any_link_left);
+  Status wait_layer(int64_t cache_id, uint32_t layer, int32_t timeout_ms);
+  Status reset_arrivals(int64_t cache_id);
+
+  uint64_t pool_used() const;
+
+ private:
+  struct Segment {
+    uint64_t mem_id;
+    uint64_t base;
+    mem::RangeAllocator alloc;
+  };
+  struct Entry {
+    KvCache cache;
+    std::vector<uint64_t> regions;  // exposed to peers
+    std::vector<uint64_t> mem_ids;  // registered caller memory
+    std::optional<std::pair<size_t, uint64_t>> pool_slot;  // segment, offset
+    int pins = 0;
+    bool freeing = false;
+    size_t withdrawals_left = 0;
+    // Arrivals.
+    std::vector<bool> arrived;
+    std::optional<Status> failure;
+    std::set<uint64_t> senders;
+  };
+
+  Result<int64_t> add_entry(Entry entry);
+  void withdrawn(int64_t cache_id);
+  // REQUIRES mu_. Releases memory of a freed, unpinned, withdrawn cache.
+  void maybe_release_locked(std::map<int64_t, Entry>::iterator it);
+  Result<std::pair<size_t, uint64_t>> pool_allocate(uint64_t bytes);
+
+  std::shared_ptr<net::Transport> transport_;
+  const uint64_t pool_max_bytes_;
+  mutable std::mutex mu_;
+  std::condition_variable arrivals_cv_;
+  std::mutex grow_mu_;  // one pool growth at a time
+  std::vector<Segment> segments_;
+  uint64_t pool_mapped_ = 0;
+  int64_t next_id_ = 1;
+  std::map<int64_t, Entry> caches_;
+  mem::RegionTable<int64_t> by_addr_;  // tensor memory of live caches -> id
+};
+
+}  // namespace kvdist::core
+
+#endif  // KVDIST_CORE_CACHE_REGISTRY_H_

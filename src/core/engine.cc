@@ -1,0 +1,212 @@
+#include "core/engine.h"
+
+#include <string>
+
+#include "core/transfer_job.h"
+#include "core/transfer_plan.h"
+
+namespace kvdist::core {
+namespace {
+
+constexpr size_t kMaxClustersPerCall = 16;
+
+bool parse_ip_port(const std::string& s, std::string* ip, uint16_t* port) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) return false;
+  const std::string digits = s.substr(colon + 1);
+  if (digits.size() > 5 || digits.find_first_not_of("0123456789") != std::string::npos) {
+    return false;
+  }
+  unsigned long v = std::stoul(digits);
+  if (v > 65535) return false;
+  *ip = s.substr(0, colon);
+  *port = static_cast<uint16_t>(v);
+  return true;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Engine>> Engine::start(Role role, uint64_t cluster_id,
+                                              const Options& options) {
+  std::unique_ptr<Engine> e(new Engine(role, cluster_id, options));
+  net::TransportOptions t;
+  t.cluster_id = cluster_id;
+  t.write_timeout = std::chrono::milliseconds(options.transfer_timeout_ms);
+  if (!options.listen_ip_info.empty()) {
+    if (!parse_ip_port(options.listen_ip_info, &t.listen_ip, &t.listen_port)) {
+      return Status(StatusCode::kParamInvalid,
+                    "listen_ip_info '" + options.listen_ip_info + "' is not ip:port");
+    }
+    t.listen = true;
+  } else if (role == Role::kPrompt) {
+    return Status(StatusCode::kParamInvalid, "a PROMPT needs listen_ip_info (llm.listenIpInfo)");
+  }
+  // The registry is created after the transport, but the transport's events
+  // need it: route them through a weak pointer filled in below.
+  auto registry_slot = std::make_shared<std::weak_ptr<CacheRegistry>>();
+  net::TransportEvents events;
+  events.on_note = [registry_slot](uint64_t peer, std::string note) {
+    if (auto r = registry_slot->lock()) r->on_note(peer, note);
+  };
+  events.on_peer_down = [registry_slot](uint64_t peer, const Status& why, size_t links_left) {
+    if (auto r = registry_slot->lock()) r->on_peer_down(peer, why, links_left > 0);
+  };
+  auto transport = net::Transport::start(t, std::move(events));
+  if (!transport.ok()) return transport.status();
+  e->transport_ = std::shared_ptr<net::Transport>(std::move(transport).value());
+  e->registry_ = std::make_shared<CacheRegistry>(e->transport_, options.pool_max_bytes);
+  *registry_slot = e->registry_;
+  return e;
+}
+
+Engine::~Engine() { finalize(); }
+
+void Engine::finalize() {
+  std::vector<std::shared_ptr<TaskState>> tasks;
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard<std::mutex> lock(tasks_mu_);
+    if (finalized_) return;
+    finalized_ = true;
+    tasks.swap(tasks_);
+    threads.swap(threads_);
+  }
+  // Stop every task; the transport's shutdown fails what is still in flight.
+  for (auto& t : tasks) t->fail_and_stop({}, Status());
+  transport_->shutdown();
+  auto deadline = Clock::now() + std::chrono::milliseconds(options_.transfer_timeout_ms);
+  for (size_t i = 0; i < threads.size(); ++i) {
+    // A job stuck in a synchronizer that never returns is left behind: it
+    // holds only shared state and posts nothing once stopped.
+    if (tasks[i]->wait(deadline) && tasks[i]->exited()) {
+      threads[i].join();
+    } else {
+      threads[i].detach();
+    }
+  }
+}
+
+LinkResult Engine::link(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms) {
+  LinkResult r;
+  if (clusters.size() > kMaxClustersPerCall) {
+    r.status = StatusCode::kClusterNumExceedLimit;
+    r.per_cluster.assign(clusters.size(), StatusCode::kClusterNumExceedLimit);
+    return r;
+  }
+  for (const ClusterInfo& c : clusters) {
+    Status s = transport_->connect(c.remote_cluster_id, c.remote_ip, c.remote_port,
+                                   std::chrono::milliseconds(timeout_ms));
+    r.per_cluster.push_back(s.code());
+    if (!s.ok() && r.status == StatusCode::kSuccess) r.status = s.code();
+  }
+  return r;
+}
+
+LinkResult Engine::unlink(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms) {
+  LinkResult r;
+  if (clusters.size() > kMaxClustersPerCall) {
+    r.status = StatusCode::kClusterNumExceedLimit;
+    r.per_cluster.assign(clusters.size(), StatusCode::kClusterNumExceedLimit);
+    return r;
+  }
+  for (const ClusterInfo& c : clusters) {
+    Status s =
+        transport_->disconnect(c.remote_cluster_id, std::chrono::milliseconds(timeout_ms));
+    r.per_cluster.push_back(s.code());
+    if (!s.ok() && r.status == StatusCode::kSuccess) r.status = s.code();
+  }
+  return r;
+}
+
+Result<CacheTask> Engine::transfer(const KvCache& src_in,
+                                   std::shared_ptr<LayerSynchronizer> synchronizer,
+                                   std::vector<TransferConfig> configs, const BlockMapping& blocks,
+                                   const TransferOptions& options) {
+  if (role_ != Role::kPrompt) {
+    return Status(StatusCode::kParamInvalid,
+                  "transfer_cache_async is not supported by a DECODER (only a PROMPT pushes)");
+  }
+  if (!synchronizer) return Status(StatusCode::kParamInvalid, "layer_synchronizer is null");
+  // Values of the call first, in the original's order, on the caller's view
+  // of the cache; then the registry's own copy must agree with it.
+  Status valid = validate_transfer(src_in, configs, blocks);
+  if (!valid.ok()) return valid;
+
+  std::lock_guard<std::mutex> lock(tasks_mu_);
+  if (finalized_) return Status(StatusCode::kEngineFinalized, "DataDist is finalized");
+  if (running_ && !running_->finished()) {
+    return Status(StatusCode::kLinkBusy,
+                  "a transfer_cache_async task of this manager is still running");
+  }
+  auto pinned = registry_->pin(src_in.cache_id);
+  if (!pinned.ok()) return pinned.status();
+  const KvCache& src = pinned.value();
+  if (src.tensor_addrs != src_in.tensor_addrs ||
+      src.desc.tensor_bytes() != src_in.desc.tensor_bytes() ||
+      src.desc.num_tensors != src_in.desc.num_tensors) {
+    registry_->unpin(src.cache_id);
+    return Status(StatusCode::kParamInvalid,
+                  "src_cache does not match cache " + std::to_string(src.cache_id) +
+                      " as this manager allocated it");
+  }
+  TransferPlan plan = plan_transfer(src, configs, blocks);
+
+  // Every destination range must lie in memory its cluster registered,
+  // before anything moves. Unlinked clusters end with kNotYetLink.
+  std::vector<Status> presets(configs.size());
+  for (size_t c = 0; c < plan.configs.size(); ++c) {
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;
+    for (const auto& layer : plan.configs[c].puts) {
+      for (const PlannedPut& p : layer) ranges.emplace_back(p.dst, p.len);
+    }
+    Status s = transport_->check_remote(plan.configs[c].dst_cluster, ranges,
+                                        std::chrono::milliseconds(options_.transfer_timeout_ms));
+    if (s.code() == StatusCode::kParamInvalid) {
+      registry_->unpin(src.cache_id);
+      return Status(StatusCode::kParamInvalid,
+                    "transfer_configs[" + std::to_string(c) + "]: " + s.message());
+    }
+    if (!s.ok()) presets[c] = s;
+  }
+
+  std::weak_ptr<CacheRegistry> weak_registry = registry_;
+  int64_t src_id = src.cache_id;
+  auto state = std::make_shared<TaskState>(configs.size(), plan.num_layers, [weak_registry, src_id] {
+    if (auto r = weak_registry.lock()) r->unpin(src_id);
+  });
+  for (size_t c = 0; c < presets.size(); ++c) {
+    if (!presets[c].ok()) state->preset(c, presets[c]);
+  }
+  auto job = std::make_shared<TransferJob>();
+  job->state = state;
+  job->transport = transport_;
+  job->synchronizer = std::move(synchronizer);
+  job->plan = std::move(plan);
+  job->task_id = next_task_id_++;
+  job->enforce_sync_timeout = !options.unbounded_synchronizer;
+  if (!options.unbounded_synchronizer) {
+    job->sync_timeout_ms = options.sync_timeout_ms.value_or(options_.sync_kv_timeout_ms);
+  }
+  job->window = std::max<uint32_t>(1, options_.inflight_layers);
+
+  // Forget finished tasks (their threads have ended or are about to).
+  for (size_t i = 0; i < tasks_.size();) {
+    if (tasks_[i]->finished()) {
+      if (tasks_[i]->exited()) {
+        threads_[i].join();
+      } else {
+        threads_[i].detach();  // stuck in a synchronizer; holds only shared state
+      }
+      tasks_.erase(tasks_.begin() + static_cast<std::ptrdiff_t>(i));
+      threads_.erase(threads_.begin() + static_cast<std::ptrdiff_t>(i));
+    } else {
+      ++i;
+    }
+  }
+  tasks_.push_back(state);
+  threads_.emplace_back([job] { job->run(); });
+  running_ = state;
+  return CacheTask(state);
+}
+
+}  // namespace kvdist::core

@@ -1,0 +1,59 @@
+// The implementation behind DataDist and CacheManager: owns the transport,
+// the cache registry and the running transfer tasks.
+#ifndef KVDIST_CORE_ENGINE_H_
+#define KVDIST_CORE_ENGINE_H_
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "core/cache_registry.h"
+#include "core/task_state.h"
+#include "kvdist/cache_manager.h"
+#include "kvdist/data_dist.h"
+#include "net/transport.h"
+
+namespace kvdist::core {
+
+class Engine {
+ public:
+  static Result<std::unique_ptr<Engine>> start(Role role, uint64_t cluster_id,
+                                               const Options& options);
+  ~Engine();  // finalize()
+  void finalize();
+
+  Role role() const { return role_; }
+  uint16_t listen_port() const { return transport_->listen_port(); }
+  net::Transport& transport() { return *transport_; }
+  CacheRegistry& registry() { return *registry_; }
+
+  LinkResult link(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms);
+  LinkResult unlink(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms);
+
+  Result<CacheTask> transfer(const KvCache& src, std::shared_ptr<LayerSynchronizer> synchronizer,
+                             std::vector<TransferConfig> configs, const BlockMapping& blocks,
+                             const TransferOptions& options);
+
+ private:
+  Engine(Role role, uint64_t cluster_id, const Options& options)
+      : role_(role), cluster_id_(cluster_id), options_(options) {}
+
+  Role role_;
+  uint64_t cluster_id_;
+  Options options_;
+  std::shared_ptr<net::Transport> transport_;
+  std::shared_ptr<CacheRegistry> registry_;
+
+  std::mutex tasks_mu_;
+  std::shared_ptr<TaskState> running_;  // the task holding the manager busy
+  std::vector<std::shared_ptr<TaskState>> tasks_;
+  std::vector<std::thread> threads_;
+  uint64_t next_task_id_ = 1;
+  bool finalized_ = false;
+};
+
+}  // namespace kvdist::core
+
+#endif  // KVDIST_CORE_ENGINE_H_

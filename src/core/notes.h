@@ -1,0 +1,29 @@
+// The notes a sender attaches to a transfer for its destination: "layer L
+// of this task is in place at these addresses" and "this config failed".
+#ifndef KVDIST_CORE_NOTES_H_
+#define KVDIST_CORE_NOTES_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvdist/status.h"
+
+namespace kvdist::core {
+
+struct Note {
+  enum class Kind : uint8_t { kLayer = 1, kAbort = 2 };
+  Kind kind = Kind::kLayer;
+  uint64_t task_id = 0;
+  uint32_t layer = 0;                 // source layer (kLayer)
+  StatusCode code = StatusCode::kSuccess;  // kAbort
+  std::vector<uint64_t> addrs;        // destination tensor addresses concerned
+};
+
+std::string encode_note(const Note& note);
+bool decode_note(std::string_view in, Note* note);
+
+}  // namespace kvdist::core
+
+#endif  // KVDIST_CORE_NOTES_H_

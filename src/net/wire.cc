@@ -1,0 +1,118 @@
+#include "net/wire.h"
+
+#include "common/bytes.h"
+
+namespace kvdist::net {
+namespace {
+
+constexpr size_t kMaxRegions = 65536;
+// id, base, len and an empty rkey's length prefix.
+constexpr size_t kMinRegionBytes = 3 * sizeof(uint64_t) + sizeof(uint32_t);
+
+void put_regions(ByteWriter& w, const std::vector<RegionInfo>& regions) {
+  w.u32(static_cast<uint32_t>(regions.size()));
+  for (const RegionInfo& r : regions) {
+    w.u64(r.id);
+    w.u64(r.base);
+    w.u64(r.len);
+    w.bytes(r.rkey);
+  }
+}
+
+bool get_regions(ByteReader& r, std::vector<RegionInfo>* regions) {
+  uint32_t n = 0;
+  if (!r.count(&n, kMinRegionBytes) || n > kMaxRegions) return false;
+  regions->resize(n);
+  for (RegionInfo& region : *regions) {
+    if (!r.u64(&region.id) || !r.u64(&region.base) || !r.u64(&region.len) ||
+        !r.bytes(&region.rkey, kMaxRkeyBytes)) {
+      return false;
+    }
+    if (region.len == 0 || region.base + region.len < region.base) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string encode(const Message& msg) {
+  ByteWriter w;
+  w.u32(kWireMagic);
+  w.u32(kWireVersion);
+  w.u8(static_cast<uint8_t>(msg.type));
+  switch (msg.type) {
+    case MsgType::kHello:
+    case MsgType::kHelloAck:
+      w.u64(msg.cluster_id);
+      w.u64(msg.expected_cluster_id);
+      w.bytes(msg.host_id);
+      w.bytes(msg.worker_address);
+      put_regions(w, msg.regions);
+      break;
+    case MsgType::kHelloNack:
+      w.i64(msg.code);
+      w.bytes(msg.text);
+      break;
+    case MsgType::kRegionAdd:
+      put_regions(w, msg.regions);
+      break;
+    case MsgType::kRegionDel:
+    case MsgType::kRegionDelAck:
+    case MsgType::kPing:
+    case MsgType::kPong:
+      w.u64(msg.value);
+      break;
+    case MsgType::kNote:
+      w.bytes(msg.text);
+      break;
+    case MsgType::kBye:
+      break;
+  }
+  return w.take();
+}
+
+bool decode(std::string_view in, Message* msg) {
+  if (in.size() > kMaxMessageBytes) return false;
+  ByteReader r(in);
+  uint32_t magic = 0;
+  uint32_t version = 0;
+  uint8_t type = 0;
+  if (!r.u32(&magic) || magic != kWireMagic || !r.u32(&version) || version != kWireVersion ||
+      !r.u8(&type)) {
+    return false;
+  }
+  *msg = Message{};
+  msg->type = static_cast<MsgType>(type);
+  bool ok = false;
+  switch (msg->type) {
+    case MsgType::kHello:
+    case MsgType::kHelloAck:
+      ok = r.u64(&msg->cluster_id) && r.u64(&msg->expected_cluster_id) &&
+           r.bytes(&msg->host_id, kMaxTextBytes) &&
+           r.bytes(&msg->worker_address, kMaxAddressBytes) && get_regions(r, &msg->regions);
+      break;
+    case MsgType::kHelloNack:
+      ok = r.i64(&msg->code) && r.bytes(&msg->text, kMaxTextBytes);
+      break;
+    case MsgType::kRegionAdd:
+      ok = get_regions(r, &msg->regions) && msg->regions.size() == 1;
+      break;
+    case MsgType::kRegionDel:
+    case MsgType::kRegionDelAck:
+    case MsgType::kPing:
+    case MsgType::kPong:
+      ok = r.u64(&msg->value);
+      break;
+    case MsgType::kNote:
+      ok = r.bytes(&msg->text, kMaxTextBytes);
+      break;
+    case MsgType::kBye:
+      ok = true;
+      break;
+    default:
+      return false;
+  }
+  return ok && r.at_end();
+}
+
+}  // namespace kvdist::net

@@ -1,0 +1,63 @@
+// Control messages between two kvdist transports: the handshake, region
+// tables, acknowledgements and opaque notes. Every message starts with the
+// protocol magic and version; decode() rejects anything malformed,
+// truncated, oversized or with trailing bytes.
+#ifndef KVDIST_NET_WIRE_H_
+#define KVDIST_NET_WIRE_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kvdist::net {
+
+inline constexpr uint32_t kWireMagic = 0x5344564B;  // "KVDS"
+inline constexpr uint32_t kWireVersion = 1;
+inline constexpr size_t kMaxMessageBytes = size_t{1} << 20;
+inline constexpr size_t kMaxRkeyBytes = 4096;
+inline constexpr size_t kMaxAddressBytes = 65536;
+inline constexpr size_t kMaxTextBytes = 65536;
+
+enum class MsgType : uint8_t {
+  kHello = 1,       // client -> server: who I am, whom I expect, my regions
+  kHelloAck = 2,    // server -> client: accepted, the server's regions
+  kHelloNack = 3,   // server -> client: refused (code, text)
+  kRegionAdd = 4,   // regions[0] may now be written by the receiver
+  kRegionDel = 5,   // value = region id: write no more into it
+  kRegionDelAck = 6,  // value = region id: no write of mine into it can land
+  kPing = 7,        // value = sequence; answered by kPong after earlier messages
+  kPong = 8,
+  kNote = 9,        // text = opaque payload for the layer above
+  kBye = 10,        // orderly unlink
+};
+
+// Memory a peer may write: [base, base + len), with the packed remote key.
+struct RegionInfo {
+  uint64_t id = 0;
+  uint64_t base = 0;
+  uint64_t len = 0;
+  std::string rkey;
+};
+
+// One struct for all types; each type uses the fields its comment names.
+struct Message {
+  MsgType type = MsgType::kPing;
+  uint64_t cluster_id = 0;           // hello, ack: sender
+  uint64_t expected_cluster_id = 0;  // hello: the cluster the sender meant to reach
+  std::string host_id;               // hello, ack
+  std::string worker_address;        // hello, ack
+  std::vector<RegionInfo> regions;   // hello, ack, region_add
+  uint64_t value = 0;                // region_del(_ack), ping, pong
+  int64_t code = 0;                  // nack
+  std::string text;                  // nack message, note payload
+};
+
+std::string encode(const Message& msg);
+// False (and *msg unspecified) for any input that is not exactly one valid
+// message of this version.
+bool decode(std::string_view in, Message* msg);
+
+}  // namespace kvdist::net
+
+#endif  // KVDIST_NET_WIRE_H_

@@ -1,0 +1,125 @@
+// kvdist_test_peer: a DataDist in its own process, driven line by line over
+// stdin/stdout by the tests (one command per line, one answer per line).
+//
+//   init prompt|decoder <cluster> [ip:port]   -> ok <listen_port>
+//   link <cluster> <ip> <port> <timeout_ms>   -> ok <code>
+//   unlink <cluster>                          -> ok <code>
+//   alloc <blocks 0|1> <num_tensors> <dims..> -> ok <cache_id> <addr>...   (uint8 elements)
+//   free <cache_id>                           -> ok
+//   fill <addr> <len> <byte>                  -> ok
+//   pattern <addr> <len> <seed>               -> ok
+//   hash <addr> <len>                         -> ok <hash>
+//   wait <cache_id> <layer> <timeout_ms>      -> ok <code>
+//   reset <cache_id>                          -> ok <code>
+//   pool_used                                 -> ok <bytes>
+//   quit
+// Errors answer "err <code> <message>".
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+
+#include "bytes_hash.h"
+#include "kvdist/kvdist.h"
+
+namespace {
+
+using kvdist::StatusCode;
+
+std::string code_str(StatusCode c) { return std::to_string(static_cast<int64_t>(c)); }
+
+}  // namespace
+
+int main() {
+  std::unique_ptr<kvdist::DataDist> dd;
+  std::map<int64_t, kvdist::KvCache> caches;
+  std::string line;
+  auto reply = [](const std::string& s) {
+    std::cout << s << std::endl;  // flush: the test waits for each line
+  };
+  while (std::getline(std::cin, line)) {
+    std::istringstream in(line);
+    std::string cmd;
+    in >> cmd;
+    if (cmd == "quit") break;
+    if (cmd == "init") {
+      std::string role;
+      uint64_t cluster = 0;
+      std::string listen;
+      in >> role >> cluster >> listen;
+      dd = std::make_unique<kvdist::DataDist>(
+          role == "prompt" ? kvdist::Role::kPrompt : kvdist::Role::kDecoder, cluster);
+      kvdist::Options o;
+      o.listen_ip_info = listen;
+      o.transfer_timeout_ms = 5000;
+      kvdist::Status s = dd->init(o);
+      reply(s.ok() ? "ok " + std::to_string(dd->listen_port())
+                   : "err " + code_str(s.code()) + " " + s.message());
+    } else if (!dd) {
+      reply("err -1 not initialised");
+    } else if (cmd == "link" || cmd == "unlink") {
+      kvdist::ClusterInfo c;
+      int timeout = 3000;
+      in >> c.remote_cluster_id >> c.remote_ip >> c.remote_port >> timeout;
+      auto r = cmd == "link" ? dd->link_clusters({c}, timeout) : dd->unlink_clusters({c}, timeout);
+      reply("ok " + code_str(r.per_cluster.empty() ? r.status : r.per_cluster[0]));
+    } else if (cmd == "alloc") {
+      int blocks = 0;
+      kvdist::CacheDesc d;
+      d.data_type = kvdist::DataType::kUint8;
+      in >> blocks >> d.num_tensors;
+      int64_t dim = 0;
+      while (in >> dim) d.shape.push_back(dim);
+      auto c = blocks ? dd->cache_manager()->allocate_blocks_cache(d)
+                      : dd->cache_manager()->allocate_cache(d);
+      if (!c.ok()) {
+        reply("err " + code_str(c.status().code()) + " " + c.status().message());
+        continue;
+      }
+      std::string out = "ok " + std::to_string(c->cache_id);
+      for (uint64_t a : c->tensor_addrs) out += " " + std::to_string(a);
+      caches[c->cache_id] = c.value();
+      reply(out);
+    } else if (cmd == "free") {
+      int64_t id = 0;
+      in >> id;
+      kvdist::Status s = dd->cache_manager()->deallocate_cache(id);
+      caches.erase(id);
+      reply("ok " + code_str(s.code()));
+    } else if (cmd == "fill" || cmd == "pattern" || cmd == "hash") {
+      uint64_t addr = 0;
+      uint64_t len = 0;
+      uint64_t arg = 0;
+      in >> addr >> len >> arg;
+      void* p = reinterpret_cast<void*>(addr);
+      if (cmd == "fill") {
+        std::memset(p, static_cast<int>(arg), len);
+        reply("ok");
+      } else if (cmd == "pattern") {
+        kvdist::testing::fill_pattern(p, len, arg);
+        reply("ok");
+      } else {
+        reply("ok " + std::to_string(kvdist::testing::fnv1a(p, len)));
+      }
+    } else if (cmd == "wait" || cmd == "reset") {
+      int64_t id = 0;
+      uint32_t layer = 0;
+      int timeout = 0;
+      in >> id >> layer >> timeout;
+      kvdist::KvCache c;
+      c.cache_id = id;
+      kvdist::Status s = cmd == "wait" ? dd->cache_manager()->wait_layer(c, layer, timeout)
+                                       : dd->cache_manager()->reset_arrivals(c);
+      reply("ok " + code_str(s.code()));
+    } else if (cmd == "pool_used") {
+      reply("ok " + std::to_string(dd->cache_manager()->pool_bytes_in_use()));
+    } else {
+      reply("err -1 unknown command " + cmd);
+    }
+  }
+  dd.reset();
+  return 0;
+}

@@ -1,0 +1,103 @@
+#include "peer_process.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <sstream>
+#include <stdexcept>
+
+namespace kvdist::testing {
+
+const char* peer_binary() { return KVDIST_TEST_PEER_PATH; }
+
+PeerProcess::PeerProcess(const std::map<std::string, std::string>& env) {
+  int in[2];
+  int out[2];
+  if (pipe(in) != 0 || pipe(out) != 0) throw std::runtime_error("pipe failed");
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    close(in[0]);
+    close(in[1]);
+    close(out[0]);
+    close(out[1]);
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    execl(peer_binary(), peer_binary(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(in[0]);
+  close(out[1]);
+  to_child_ = in[1];
+  from_child_ = out[0];
+}
+
+PeerProcess::~PeerProcess() {
+  if (pid_ > 0) {
+    call("quit", 100);
+    // Give it a moment to finalize cleanly, then make sure it is gone.
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    int status = 0;
+    while (waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > end) {
+        kill_now();
+        break;
+      }
+      usleep(10000);
+    }
+  }
+  if (to_child_ >= 0) close(to_child_);
+  if (from_child_ >= 0) close(from_child_);
+}
+
+void PeerProcess::kill_now() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+std::string PeerProcess::call(const std::string& command, int timeout_ms) {
+  if (pid_ <= 0) return "";
+  std::string line = command + "\n";
+  if (write(to_child_, line.data(), line.size()) != static_cast<ssize_t>(line.size())) return "";
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    auto nl = buffer_.find('\n');
+    if (nl != std::string::npos) {
+      std::string answer = buffer_.substr(0, nl);
+      buffer_.erase(0, nl + 1);
+      return answer;
+    }
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    end - std::chrono::steady_clock::now())
+                    .count();
+    if (left <= 0) return "";
+    pollfd p{from_child_, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    char buf[4096];
+    ssize_t n = read(from_child_, buf, sizeof(buf));
+    if (n <= 0) return "";
+    buffer_.append(buf, static_cast<size_t>(n));
+  }
+}
+
+std::vector<std::string> PeerProcess::ok(const std::string& command, int timeout_ms) {
+  std::string answer = call(command, timeout_ms);
+  std::istringstream in(answer);
+  std::vector<std::string> words;
+  std::string w;
+  while (in >> w) words.push_back(w);
+  if (words.empty() || words[0] != "ok") {
+    throw std::runtime_error("peer answered '" + answer + "' to '" + command + "'");
+  }
+  return words;
+}
+
+}  // namespace kvdist::testing

@@ -1,0 +1,43 @@
+// A kvdist_test_peer child process, driven from a test over pipes. Every
+// call has a deadline; the destructor kills the child if it still runs.
+#ifndef KVDIST_TESTS_SUPPORT_PEER_PROCESS_H_
+#define KVDIST_TESTS_SUPPORT_PEER_PROCESS_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace kvdist::testing {
+
+class PeerProcess {
+ public:
+  // Starts the peer binary with extra environment entries ("UCX_TLS=tcp").
+  explicit PeerProcess(const std::map<std::string, std::string>& env = {});
+  ~PeerProcess();
+  PeerProcess(const PeerProcess&) = delete;
+  PeerProcess& operator=(const PeerProcess&) = delete;
+
+  // Sends one command line, returns the answer line ("" on timeout/EOF).
+  std::string call(const std::string& command, int timeout_ms = 10000);
+  // The answer split into words, after checking it starts with "ok".
+  std::vector<std::string> ok(const std::string& command, int timeout_ms = 10000);
+
+  void kill_now();  // SIGKILL and reap
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  int to_child_ = -1;
+  int from_child_ = -1;
+  std::string buffer_;
+};
+
+// Where the peer binary lives (set by CMake).
+const char* peer_binary();
+
+}  // namespace kvdist::testing
+
+#endif  // KVDIST_TESTS_SUPPORT_PEER_PROCESS_H_

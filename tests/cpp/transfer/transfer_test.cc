@@ -1,0 +1,632 @@
+// transfer_cache_async between real processes over loopback UCX: this
+// process is the PROMPT, kvdist_test_peer children are DECODERs. Every test
+// compares real bytes (hashes of destination memory against the source).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bytes_hash.h"
+#include "kvdist/kvdist.h"
+#include "peer_process.h"
+
+namespace kvdist {
+namespace {
+
+using testing::fill_pattern;
+using testing::fnv1a;
+using testing::PeerProcess;
+using Clock = std::chrono::steady_clock;
+
+constexpr uint64_t kPromptCluster = 1;
+constexpr uint8_t kCanary = 0xA5;
+
+std::string s(uint64_t v) { return std::to_string(v); }
+StatusCode code(const std::string& word) { return static_cast<StatusCode>(std::stoll(word)); }
+
+// Records the layers asked for; optionally fails, throws or stalls at one.
+class Synchronizer : public LayerSynchronizer {
+ public:
+  enum class Mode { kGo, kFalse, kThrow, kStall };
+  explicit Synchronizer(Mode mode = Mode::kGo, uint32_t at = 0, int stall_ms = 0)
+      : mode_(mode), at_(at), stall_ms_(stall_ms) {}
+
+  bool synchronize_layer(uint32_t layer, std::optional<int32_t> timeout_ms) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      layers_.push_back(layer);
+      timeout_ = timeout_ms;
+    }
+    if (layer == at_) {
+      if (mode_ == Mode::kFalse) return false;
+      if (mode_ == Mode::kThrow) throw std::runtime_error("model crashed");
+      if (mode_ == Mode::kStall) std::this_thread::sleep_for(std::chrono::milliseconds(stall_ms_));
+    }
+    return true;
+  }
+  std::vector<uint32_t> layers() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return layers_;
+  }
+  std::optional<int32_t> timeout() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return timeout_;
+  }
+
+ private:
+  Mode mode_;
+  uint32_t at_;
+  int stall_ms_;
+  std::mutex mu_;
+  std::vector<uint32_t> layers_;
+  std::optional<int32_t> timeout_;
+};
+
+// Lets layer l through only once release(l) was called.
+class GatedSynchronizer : public LayerSynchronizer {
+ public:
+  bool synchronize_layer(uint32_t layer, std::optional<int32_t>) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(20), [&] { return open_.count(layer) != 0; });
+  }
+  void release(uint32_t layer) {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_.insert(layer);
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::set<uint32_t> open_;
+};
+
+struct RemoteCache {
+  int64_t id = -1;
+  std::vector<uint64_t> addrs;
+};
+
+class Decoder {
+ public:
+  Decoder(uint64_t cluster, uint16_t prompt_port, const std::map<std::string, std::string>& env = {})
+      : proc_(env), cluster_(cluster) {
+    proc_.ok("init decoder " + s(cluster));
+    auto r = proc_.ok("link " + s(kPromptCluster) + " 127.0.0.1 " + s(prompt_port) + " 3000");
+    if (code(r[1]) != StatusCode::kSuccess) throw std::runtime_error("link failed: " + r[1]);
+  }
+  uint64_t cluster() const { return cluster_; }
+  PeerProcess& proc() { return proc_; }
+
+  RemoteCache alloc(bool blocks, uint32_t num_tensors, const std::vector<int64_t>& dims) {
+    std::string cmd = "alloc " + s(blocks ? 1 : 0) + " " + s(num_tensors);
+    for (int64_t d : dims) cmd += " " + s(static_cast<uint64_t>(d));
+    auto r = proc_.ok(cmd);
+    RemoteCache c;
+    c.id = std::stoll(r[1]);
+    for (size_t i = 2; i < r.size(); ++i) c.addrs.push_back(std::stoull(r[i]));
+    return c;
+  }
+  void fill(uint64_t addr, uint64_t len, uint8_t byte) {
+    proc_.ok("fill " + s(addr) + " " + s(len) + " " + s(byte));
+  }
+  uint64_t hash(uint64_t addr, uint64_t len) {
+    return std::stoull(proc_.ok("hash " + s(addr) + " " + s(len))[1]);
+  }
+  StatusCode wait(int64_t cache, uint32_t layer, int timeout_ms) {
+    return code(proc_.ok("wait " + s(cache) + " " + s(layer) + " " + s(timeout_ms),
+                         timeout_ms + 5000)[1]);
+  }
+
+ private:
+  PeerProcess proc_;
+  uint64_t cluster_;
+};
+
+uint64_t canary_hash(uint64_t len) {
+  std::vector<uint8_t> v(len, kCanary);
+  return fnv1a(v.data(), len);
+}
+
+class TransferTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    prompt_ = std::make_unique<DataDist>(Role::kPrompt, kPromptCluster);
+    Options o;
+    o.listen_ip_info = "127.0.0.1:0";
+    o.sync_kv_timeout_ms = 5000;
+    o.transfer_timeout_ms = 5000;
+    ASSERT_TRUE(prompt_->init(o).ok());
+    port_ = prompt_->listen_port();
+    ASSERT_NE(port_, 0);
+  }
+  void TearDown() override { prompt_->finalize(); }
+
+  CacheManager& cm() { return *prompt_->cache_manager(); }
+
+  // A source cache with a distinct pattern in every tensor.
+  KvCache source(uint32_t layers, std::vector<int64_t> shape, bool blocks = false) {
+    CacheDesc d;
+    d.num_tensors = 2 * layers;
+    d.shape = std::move(shape);
+    d.data_type = DataType::kUint8;
+    auto c = blocks ? cm().allocate_blocks_cache(d) : cm().allocate_cache(d);
+    EXPECT_TRUE(c.ok()) << c.status().to_string();
+    for (uint32_t t = 0; t < d.num_tensors; ++t) {
+      fill_pattern(reinterpret_cast<void*>(c->tensor_addrs[t]), d.tensor_bytes(), 100 + t);
+    }
+    return c.value();
+  }
+  static uint64_t local_hash(uint64_t addr, uint64_t len) {
+    return fnv1a(reinterpret_cast<const void*>(addr), len);
+  }
+  // A destination cache on `d`, filled with canary bytes.
+  RemoteCache destination(Decoder& d, bool blocks, uint32_t layers, std::vector<int64_t> dims) {
+    RemoteCache c = d.alloc(blocks, 2 * layers, dims);
+    uint64_t bytes = 1;
+    for (int64_t x : dims) bytes *= static_cast<uint64_t>(x);
+    for (uint64_t a : c.addrs) d.fill(a, bytes, kCanary);
+    return c;
+  }
+
+  std::unique_ptr<DataDist> prompt_;
+  uint16_t port_ = 0;
+};
+
+TEST_F(TransferTest, ContiguousAllLayersArriveFromTheGivenBatch) {
+  Decoder d(2, port_);
+  const uint32_t layers = 4;
+  KvCache src = source(layers, {3, 4096});  // batch 3, 4 KiB per slice
+  RemoteCache dst = destination(d, false, layers, {1, 4096});
+  TransferConfig cfg;
+  cfg.dst_cluster_id = 2;
+  cfg.dst_addrs = dst.addrs;
+  cfg.src_layer_range = LayerRange{0, layers};
+  cfg.src_batch_index = 2;
+  auto sync = std::make_shared<Synchronizer>();
+  auto task = cm().transfer_cache_async(src, sync, {cfg});
+  ASSERT_TRUE(task.ok()) << task.status().to_string();
+  EXPECT_EQ(task->synchronize(), StatusCode::kSuccess);
+  auto results = task->get_results();
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0], StatusCode::kSuccess);
+  EXPECT_EQ(sync->layers(), (std::vector<uint32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(sync->timeout(), 5000);
+  for (uint32_t t = 0; t < 2 * layers; ++t) {
+    EXPECT_EQ(d.hash(dst.addrs[t], 4096), local_hash(src.tensor_addrs[t] + 2 * 4096, 4096))
+        << "tensor " << t;
+  }
+  for (uint32_t l = 0; l < layers; ++l) EXPECT_EQ(d.wait(dst.id, l, 1000), StatusCode::kSuccess);
+  TaskFigures f = task->figures();
+  EXPECT_EQ(f.bytes, 2u * layers * 4096);
+  EXPECT_EQ(f.puts, 2u * layers);
+  EXPECT_EQ(f.layers.size(), layers);
+}
+
+TEST_F(TransferTest, SubRangeWritesOnlyItsLayers) {
+  Decoder d(2, port_);
+  KvCache src = source(4, {1, 2048});
+  RemoteCache dst = destination(d, false, 4, {1, 2048});
+  TransferConfig cfg;
+  cfg.dst_cluster_id = 2;
+  // Source layers 1 and 2 into destination layers 2 and 3.
+  cfg.dst_addrs = {dst.addrs[4], dst.addrs[5], dst.addrs[6], dst.addrs[7]};
+  cfg.src_layer_range = LayerRange{1, 3};
+  auto sync = std::make_shared<Synchronizer>();
+  auto task = cm().transfer_cache_async(src, sync, {cfg});
+  ASSERT_TRUE(task.ok()) << task.status().to_string();
+  ASSERT_EQ(task->synchronize(), StatusCode::kSuccess);
+  EXPECT_EQ(sync->layers(), (std::vector<uint32_t>{1, 2}));  // uncovered layers skipped
+  for (uint32_t t = 0; t < 4; ++t) EXPECT_EQ(d.hash(dst.addrs[t], 2048), canary_hash(2048));
+  for (uint32_t t = 0; t < 4; ++t) {
+    EXPECT_EQ(d.hash(dst.addrs[4 + t], 2048), local_hash(src.tensor_addrs[2 + t], 2048));
+  }
+}
+
+TEST_F(TransferTest, PagedMergedRunsAndScatteredBlocks) {
+  Decoder d(2, port_);
+  const uint64_t block = 1024;
+  KvCache src = source(2, {8, 1024}, /*blocks=*/true);
+  RemoteCache dst = destination(d, true, 2, {8, 1024});
+  BlockMapping b;
+  b.src_block_indices = {0, 1, 2, 5, 7};
+  b.dst_block_indices = {3, 4, 5, 0, 6};
+  TransferConfig cfg;
+  cfg.dst_cluster_id = 2;
+  cfg.dst_addrs = dst.addrs;
+  auto task = cm().transfer_cache_async(src, std::make_shared<Synchronizer>(), {cfg}, b);
+  ASSERT_TRUE(task.ok()) << task.status().to_string();
+  ASSERT_EQ(task->synchronize(), StatusCode::kSuccess);
+  // Runs: {0,1,2}->{3,4,5}, 5->0, 7->6: 3 puts per tensor, 4 tensors.
+  EXPECT_EQ(task->figures().puts, 12u);
+  for (uint32_t t = 0; t < 4; ++t) {
+    for (size_t i = 0; i < b.src_block_indices.size(); ++i) {
+      EXPECT_EQ(d.hash(dst.addrs[t] + b.dst_block_indices[i] * block, block),
+                local_hash(src.tensor_addrs[t] + b.src_block_indices[i] * block, block))
+          << "tensor " << t << " pair " << i;
+    }
+    for (uint64_t untouched : {1, 2, 7}) {
+      EXPECT_EQ(d.hash(dst.addrs[t] + untouched * block, block), canary_hash(block));
+    }
+  }
+}
+
+TEST_F(TransferTest, LargerDestinationBlocksGetOneSourceBlockEach) {
+  Decoder d(2, port_);
+  const uint64_t block = 512;
+  KvCache src = source(1, {4, 512}, true);
+  RemoteCache dst = destination(d, true, 1, {4, 1024});  // 1 KiB blocks
+  BlockMapping b;
+  b.src_block_indices = {1, 2};
+  b.dst_block_indices = {2, 3};
+  b.dst_block_memory_size = 1024;
+  TransferConfig cfg;
+  cfg.dst_cluster_id = 2;
+  cfg.dst_addrs = dst.addrs;
+  auto task = cm().transfer_cache_async(src, std::make_shared<Synchronizer>(), {cfg}, b);
+  ASSERT_TRUE(task.ok()) << task.status().to_string();
+  ASSERT_EQ(task->synchronize(), StatusCode::kSuccess);
+  for (uint32_t t = 0; t < 2; ++t) {
+    for (size_t i = 0; i < 2; ++i) {
+      uint64_t at = dst.addrs[t] + b.dst_block_indices[i] * 1024;
+      EXPECT_EQ(d.hash(at, block), local_hash(src.tensor_addrs[t] + b.src_block_indices[i] * block, block));
+      EXPECT_EQ(d.hash(at + block, block), canary_hash(block));  // rest of the block
+    }
+    EXPECT_EQ(d.hash(dst.addrs[t], 2048), canary_hash(2048));
+  }
+}
+
+TEST_F(TransferTest, TwoDestinationsInOneCall) {
+  Decoder d2(2, port_);
+  Decoder d3(3, port_);
+  KvCache src = source(2, {2, 4096});
+  RemoteCache a = destination(d2, false, 2, {1, 4096});
+  RemoteCache b = destination(d3, false, 2, {1, 4096});
+  TransferConfig ca{2, a.addrs, std::nullopt, 0};
+  TransferConfig cb{3, b.addrs, std::nullopt, 1};
+  auto task = cm().transfer_cache_async(src, std::make_shared<Synchronizer>(), {ca, cb});
+  ASSERT_TRUE(task.ok()) << task.status().to_string();
+  ASSERT_EQ(task->synchronize(), StatusCode::kSuccess);
+  EXPECT_EQ(task->get_results(), (std::vector<std::optional<StatusCode>>{StatusCode::kSuccess,
+                                                                          StatusCode::kSuccess}));
+  for (uint32_t t = 0; t < 4; ++t) {
+    EXPECT_EQ(d2.hash(a.addrs[t], 4096), local_hash(src.tensor_addrs[t], 4096));
+    EXPECT_EQ(d3.hash(b.addrs[t], 4096), local_hash(src.tensor_addrs[t] + 4096, 4096));
+  }
+}
+
+TEST_F(TransferTest, TwoConfigsToOneDestinationKeepTheirOwnResults) {
+  Decoder d(2, port_);
+  KvCache src = source(2, {1, 1024});
+  RemoteCache a = destination(d, false, 2, {1, 1024});
+  RemoteCache b = destination(d, false, 1, {1, 1024});
+  TransferConfig ca{2, a.addrs, LayerRange{0, 2}, 0};
+  TransferConfig cb{2, b.addrs, LayerRange{1, 2}, 0};
+  auto task = cm().transfer_cache_async(src, std::make_shared<Synchronizer>(), {ca, cb});
+  ASSERT_TRUE(task.ok());
+  ASSERT_EQ(task->synchronize(), StatusCode::kSuccess);
+  EXPECT_EQ(task->get_results().size(), 2u);
+  EXPECT_EQ(d.hash(b.addrs[0], 1024), local_hash(src.tensor_addrs[2], 1024));
+  EXPECT_EQ(d.hash(a.addrs[3], 1024), local_hash(src.tensor_addrs[3], 1024));
+}
+
+TEST_F(TransferTest, SynchronizerFalseStopsAtThatLayer) {
+  Decoder d(2, port_);
+  KvCache src = source(4, {1, 4096});
+  RemoteCache dst = destination(d, false, 4, {1, 4096});
+  auto sync = std::make_shared<Synchronizer>(Synchronizer::Mode::kFalse, 2);
+  auto task = cm().transfer_cache_async(src, sync, {TransferConfig{2, dst.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(task.ok());
+  EXPECT_EQ(task->synchronize(), StatusCode::kParamInvalid);
+  EXPECT_EQ(sync->layers(), (std::vector<uint32_t>{0, 1, 2}));
+  for (uint32_t t = 0; t < 4; ++t) {
+    EXPECT_EQ(d.hash(dst.addrs[t], 4096), local_hash(src.tensor_addrs[t], 4096));
+  }
+  for (uint32_t t = 4; t < 8; ++t) EXPECT_EQ(d.hash(dst.addrs[t], 4096), canary_hash(4096));
+  // The decoder's waits: layers 0-1 arrived, layer 2 reports the failure.
+  EXPECT_EQ(d.wait(dst.id, 1, 1000), StatusCode::kSuccess);
+  EXPECT_EQ(d.wait(dst.id, 2, 2000), StatusCode::kParamInvalid);
+}
+
+TEST_F(TransferTest, SynchronizerExceptionFailsTheLayer) {
+  Decoder d(2, port_);
+  KvCache src = source(3, {1, 1024});
+  RemoteCache dst = destination(d, false, 3, {1, 1024});
+  auto sync = std::make_shared<Synchronizer>(Synchronizer::Mode::kThrow, 1);
+  auto task = cm().transfer_cache_async(src, sync, {TransferConfig{2, dst.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(task.ok());
+  EXPECT_EQ(task->synchronize(), StatusCode::kFailed);
+  EXPECT_NE(task->result_message(0).find("model crashed"), std::string::npos);
+  EXPECT_EQ(d.hash(dst.addrs[0], 1024), local_hash(src.tensor_addrs[0], 1024));
+  EXPECT_EQ(d.hash(dst.addrs[2], 1024), canary_hash(1024));
+}
+
+TEST_F(TransferTest, SynchronizerPastItsDeadlineTimesOut) {
+  Decoder d(2, port_);
+  KvCache src = source(3, {1, 1024});
+  RemoteCache dst = destination(d, false, 3, {1, 1024});
+  auto sync = std::make_shared<Synchronizer>(Synchronizer::Mode::kStall, 1, 3000);
+  TransferOptions opts;
+  opts.sync_timeout_ms = 300;
+  auto start = Clock::now();
+  auto task = cm().transfer_cache_async(src, sync, {TransferConfig{2, dst.addrs, std::nullopt, 0}},
+                                        {}, opts);
+  ASSERT_TRUE(task.ok());
+  EXPECT_EQ(task->synchronize(), StatusCode::kTimeout);
+  // Decided at the deadline, not when the stalled call came back.
+  EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(2500));
+  EXPECT_EQ(d.hash(dst.addrs[0], 1024), local_hash(src.tensor_addrs[0], 1024));
+  EXPECT_EQ(d.hash(dst.addrs[2], 1024), canary_hash(1024));
+  // The manager takes a new task at once.
+  auto next = cm().transfer_cache_async(src, std::make_shared<Synchronizer>(),
+                                        {TransferConfig{2, dst.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(next.ok()) << next.status().to_string();
+  EXPECT_EQ(next->synchronize(), StatusCode::kSuccess);
+}
+
+TEST_F(TransferTest, DecoderWaitsLayerByLayer) {
+  Decoder d(2, port_);
+  KvCache src = source(3, {1, 8192});
+  RemoteCache dst = destination(d, false, 3, {1, 8192});
+  auto gate = std::make_shared<GatedSynchronizer>();
+  auto task = cm().transfer_cache_async(src, gate, {TransferConfig{2, dst.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(task.ok());
+  EXPECT_EQ(d.wait(dst.id, 0, 200), StatusCode::kTimeout);
+  gate->release(0);
+  EXPECT_EQ(d.wait(dst.id, 0, 5000), StatusCode::kSuccess);
+  EXPECT_EQ(d.hash(dst.addrs[0], 8192), local_hash(src.tensor_addrs[0], 8192));
+  EXPECT_EQ(d.hash(dst.addrs[1], 8192), local_hash(src.tensor_addrs[1], 8192));
+  EXPECT_EQ(d.wait(dst.id, 1, 200), StatusCode::kTimeout);
+  EXPECT_EQ(d.hash(dst.addrs[2], 8192), canary_hash(8192));
+  EXPECT_EQ(task->get_results(0)[0], StatusCode::kWaitProcessTimeout);
+  gate->release(1);
+  gate->release(2);
+  EXPECT_EQ(d.wait(dst.id, 2, 5000), StatusCode::kSuccess);
+  EXPECT_EQ(task->synchronize(), StatusCode::kSuccess);
+}
+
+TEST_F(TransferTest, SecondCallWhileRunningIsLinkBusy) {
+  Decoder d(2, port_);
+  KvCache src = source(2, {1, 1024});
+  RemoteCache dst = destination(d, false, 2, {1, 1024});
+  auto gate = std::make_shared<GatedSynchronizer>();
+  auto task = cm().transfer_cache_async(src, gate, {TransferConfig{2, dst.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(task.ok());
+  auto second = cm().transfer_cache_async(src, std::make_shared<Synchronizer>(),
+                                          {TransferConfig{2, dst.addrs, std::nullopt, 0}});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kLinkBusy);
+  gate->release(0);
+  gate->release(1);
+  EXPECT_EQ(task->synchronize(), StatusCode::kSuccess);
+}
+
+TEST_F(TransferTest, UnlinkedDestinationEndsWithNotYetLink) {
+  Decoder d(2, port_);
+  KvCache src = source(1, {1, 1024});
+  RemoteCache dst = destination(d, false, 1, {1, 1024});
+  auto task = cm().transfer_cache_async(
+      src, std::make_shared<Synchronizer>(),
+      {TransferConfig{99, {0x1000, 0x2000}, std::nullopt, 0},
+       TransferConfig{2, dst.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(task.ok()) << task.status().to_string();
+  auto results = task->get_results();
+  EXPECT_EQ(results[0], StatusCode::kNotYetLink);
+  EXPECT_EQ(results[1], StatusCode::kSuccess);
+  EXPECT_EQ(task->synchronize(), StatusCode::kNotYetLink);
+  EXPECT_EQ(d.hash(dst.addrs[1], 1024), local_hash(src.tensor_addrs[1], 1024));
+}
+
+TEST_F(TransferTest, CancelReturnsWhenNothingCanLand) {
+  Decoder d(2, port_);
+  KvCache src = source(3, {1, 1024});
+  RemoteCache dst = destination(d, false, 3, {1, 1024});
+  auto gate = std::make_shared<GatedSynchronizer>();
+  auto task = cm().transfer_cache_async(src, gate, {TransferConfig{2, dst.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(task.ok());
+  gate->release(0);
+  ASSERT_EQ(d.wait(dst.id, 0, 5000), StatusCode::kSuccess);
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    gate->release(1);  // lets the job leave the synchronizer; it must not post
+  });
+  ASSERT_TRUE(task->cancel().ok());
+  releaser.join();
+  EXPECT_TRUE(task->done());
+  EXPECT_EQ(task->get_results(0)[0], StatusCode::kFailed);
+  EXPECT_EQ(d.hash(dst.addrs[2], 1024), canary_hash(1024));
+}
+
+TEST_F(TransferTest, KilledDecoderFailsOnlyItsConfigs) {
+  auto d2 = std::make_unique<Decoder>(2, port_);
+  Decoder d3(3, port_);
+  KvCache src = source(4, {1, 4096});
+  RemoteCache a = destination(*d2, false, 4, {1, 4096});
+  RemoteCache b = destination(d3, false, 4, {1, 4096});
+  auto gate = std::make_shared<GatedSynchronizer>();
+  auto task = cm().transfer_cache_async(src, gate, {TransferConfig{2, a.addrs, std::nullopt, 0},
+                                                    TransferConfig{3, b.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(task.ok());
+  gate->release(0);
+  ASSERT_EQ(d3.wait(b.id, 0, 5000), StatusCode::kSuccess);
+  d2->proc().kill_now();
+  // Give the control connection time to report the death.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (uint32_t l = 1; l < 4; ++l) gate->release(l);
+  auto start = Clock::now();
+  EXPECT_EQ(task->synchronize(7000), StatusCode::kLinkFailed);
+  EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(6000));
+  auto results = task->get_results();
+  EXPECT_EQ(results[0], StatusCode::kLinkFailed);
+  EXPECT_EQ(results[1], StatusCode::kSuccess);
+  for (uint32_t t = 0; t < 8; ++t) {
+    EXPECT_EQ(d3.hash(b.addrs[t], 4096), local_hash(src.tensor_addrs[t], 4096));
+  }
+  // A restarted decoder with the same cluster id links and receives.
+  d2 = std::make_unique<Decoder>(2, port_);
+  RemoteCache c = destination(*d2, false, 4, {1, 4096});
+  auto again = cm().transfer_cache_async(src, std::make_shared<Synchronizer>(),
+                                         {TransferConfig{2, c.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  EXPECT_EQ(again->synchronize(), StatusCode::kSuccess);
+  EXPECT_EQ(d2->hash(c.addrs[7], 4096), local_hash(src.tensor_addrs[7], 4096));
+}
+
+// ---- bad input: the code, and not a byte written ----------------------------
+
+class BadInputTest : public TransferTest {
+ protected:
+  void SetUp() override {
+    TransferTest::SetUp();
+    d_ = std::make_unique<Decoder>(2, port_);
+    src_ = source(2, {2, 1024});
+    dst_ = destination(*d_, false, 2, {1, 1024});
+  }
+  void expect_refused(const KvCache& src, std::vector<TransferConfig> cfgs,
+                      const BlockMapping& b, const char* what) {
+    auto task = cm().transfer_cache_async(src, std::make_shared<Synchronizer>(), cfgs, b);
+    ASSERT_FALSE(task.ok()) << what;
+    EXPECT_EQ(task.status().code(), StatusCode::kParamInvalid) << what;
+    EXPECT_FALSE(task.status().message().empty());
+    for (uint64_t a : dst_.addrs) EXPECT_EQ(d_->hash(a, 1024), canary_hash(1024)) << what;
+  }
+  TransferConfig good() { return TransferConfig{2, dst_.addrs, std::nullopt, 0}; }
+
+  std::unique_ptr<Decoder> d_;
+  KvCache src_;
+  RemoteCache dst_;
+};
+
+TEST_F(BadInputTest, EveryInvalidValueIsRefusedAndNothingWritten) {
+  TransferConfig range = good();
+  range.src_layer_range = LayerRange{1, 3};
+  expect_refused(src_, {range}, {}, "range past the last layer");
+  TransferConfig count = good();
+  count.dst_addrs.pop_back();
+  expect_refused(src_, {count}, {}, "dst_addrs count");
+  TransferConfig batch = good();
+  batch.src_batch_index = 2;
+  expect_refused(src_, {batch}, {}, "batch index");
+  BlockMapping only_src;
+  only_src.src_block_indices = {0};
+  expect_refused(src_, {good()}, only_src, "blocks to cache");
+  BlockMapping only_dst;
+  only_dst.dst_block_indices = {0};
+  expect_refused(src_, {good()}, only_dst, "cache to blocks");
+  BlockMapping size_only;
+  size_only.dst_block_memory_size = 64;
+  expect_refused(src_, {good()}, size_only, "dst block size without blocks");
+  KvCache wrong_addrs = src_;
+  wrong_addrs.tensor_addrs[0] += 64;
+  expect_refused(wrong_addrs, {good()}, {}, "addresses not of this cache");
+  TransferConfig outside = good();
+  outside.dst_addrs[3] = dst_.addrs[3] + 512;  // the slice runs 512 bytes past the cache
+  expect_refused(src_, {outside}, {}, "destination outside registered memory");
+  TransferConfig wild = good();
+  wild.dst_addrs[0] = 0x1000;
+  expect_refused(src_, {good(), wild}, {}, "destination not registered at all");
+}
+
+TEST_F(BadInputTest, OddTensorCountAndUnknownCache) {
+  CacheDesc d;
+  d.num_tensors = 3;
+  d.shape = {1, 1024};
+  d.data_type = DataType::kUint8;
+  auto odd = cm().allocate_cache(d);
+  ASSERT_TRUE(odd.ok());
+  expect_refused(odd.value(), {good()}, {}, "odd tensor count");
+  KvCache gone = src_;
+  ASSERT_TRUE(cm().deallocate_cache(gone.cache_id).ok());
+  auto task = cm().transfer_cache_async(gone, std::make_shared<Synchronizer>(), {good()});
+  ASSERT_FALSE(task.ok());
+  EXPECT_EQ(task.status().code(), StatusCode::kKvCacheNotExist);
+}
+
+TEST_F(BadInputTest, FreedDestinationIsRefused) {
+  ASSERT_EQ(code(d_->proc().ok("free " + s(static_cast<uint64_t>(dst_.id)))[1]),
+            StatusCode::kSuccess);
+  // The decoder's pool gets the memory back once we have confirmed that no
+  // write of ours can land there; then any transfer into it is refused.
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (std::stoull(d_->proc().ok("pool_used")[1]) != 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(std::stoull(d_->proc().ok("pool_used")[1]), 0u);
+  expect_refused(src_, {good()}, {}, "freed destination");
+}
+
+TEST_F(BadInputTest, DecoderCannotPush) {
+  DataDist decoder(Role::kDecoder, 9);
+  ASSERT_TRUE(decoder.init(Options{}).ok());
+  CacheDesc d;
+  d.num_tensors = 2;
+  d.shape = {1, 64};
+  d.data_type = DataType::kUint8;
+  auto c = decoder.cache_manager()->allocate_cache(d);
+  ASSERT_TRUE(c.ok());
+  auto task = decoder.cache_manager()->transfer_cache_async(c.value(),
+                                                            std::make_shared<Synchronizer>(), {});
+  ASSERT_FALSE(task.ok());
+  EXPECT_EQ(task.status().code(), StatusCode::kParamInvalid);
+}
+
+// ---- links -------------------------------------------------------------------
+
+TEST(LinkTest, NobodyListeningFailsWithinTheTimeout) {
+  DataDist decoder(Role::kDecoder, 2);
+  ASSERT_TRUE(decoder.init(Options{}).ok());
+  auto start = Clock::now();
+  // Port 1 on loopback: nothing listens there.
+  LinkResult r = decoder.link_clusters({ClusterInfo{1, "127.0.0.1", 1}}, 1000);
+  EXPECT_EQ(r.status, StatusCode::kLinkFailed);
+  ASSERT_EQ(r.per_cluster.size(), 1u);
+  EXPECT_EQ(r.per_cluster[0], StatusCode::kLinkFailed);
+  EXPECT_LT(Clock::now() - start, std::chrono::milliseconds(2000));
+}
+
+TEST(LinkTest, WrongClusterIdIsRefusedAndTooManyClustersRejected) {
+  DataDist prompt(Role::kPrompt, 1);
+  Options o;
+  o.listen_ip_info = "127.0.0.1:0";
+  ASSERT_TRUE(prompt.init(o).ok());
+  DataDist decoder(Role::kDecoder, 2);
+  ASSERT_TRUE(decoder.init(Options{}).ok());
+  LinkResult wrong = decoder.link_clusters({ClusterInfo{7, "127.0.0.1", prompt.listen_port()}});
+  EXPECT_EQ(wrong.status, StatusCode::kLinkFailed);
+  std::vector<ClusterInfo> many(17, ClusterInfo{1, "127.0.0.1", prompt.listen_port()});
+  EXPECT_EQ(decoder.link_clusters(many).status, StatusCode::kClusterNumExceedLimit);
+  LinkResult right = decoder.link_clusters({ClusterInfo{1, "127.0.0.1", prompt.listen_port()}});
+  EXPECT_EQ(right.status, StatusCode::kSuccess);
+  EXPECT_TRUE(decoder.check_link_status(1).ok());
+  LinkResult again = decoder.link_clusters({ClusterInfo{1, "127.0.0.1", prompt.listen_port()}});
+  EXPECT_EQ(again.per_cluster[0], StatusCode::kAlreadyLink);
+  EXPECT_EQ(decoder.unlink_clusters({ClusterInfo{1, "127.0.0.1", 0}}).status, StatusCode::kSuccess);
+  EXPECT_EQ(decoder.check_link_status(1).code(), StatusCode::kNotYetLink);
+}
+
+TEST(OptionsTest, MissingRequiredOptionsNameTheOption) {
+  auto no_device = Options::from_map(Role::kDecoder, {});
+  ASSERT_FALSE(no_device.ok());
+  EXPECT_NE(no_device.status().message().find("ge.exec.deviceId"), std::string::npos);
+  auto no_listen = Options::from_map(Role::kPrompt, {{"ge.exec.deviceId", "0"}});
+  ASSERT_FALSE(no_listen.ok());
+  EXPECT_EQ(no_listen.status().code(), StatusCode::kParamInvalid);
+  EXPECT_NE(no_listen.status().message().find("llm.listenIpInfo"), std::string::npos);
+  auto ok = Options::from_map(Role::kPrompt, {{"ge.exec.deviceId", "0"},
+                                              {"llm.listenIpInfo", "127.0.0.1:26000"},
+                                              {"llm.SyncKvCacheWaitTime", "250"},
+                                              {"ge.flowGraphMemMaxSize", "1048576"}});
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok->sync_kv_timeout_ms, 250);
+  EXPECT_EQ(ok->pool_max_bytes, 1048576u);
+}
+
+}  // namespace
+}  // namespace kvdist
