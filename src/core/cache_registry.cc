@@ -52,17 +52,17 @@ Result<std::pair<size_t, uint64_t>> CacheRegistry::pool_allocate(uint64_t bytes)
     }
     if (pool_mapped_ + bytes > pool_max_bytes_) {
       return Status(StatusCode::kDeviceOutOfMemory,
-                    "cache pool limit of " + std::to_string(pool_max_bytes_) +
-                        " bytes reached (" + std::to_string(pool_mapped_) +
-                        " mapped, " + std::to_string(bytes) + " more asked)");
+                    "cache pool limit of " + std::to_string(pool_max_bytes_) + " bytes reached (" +
+                        std::to_string(pool_mapped_) + " mapped, " + std::to_string(bytes) +
+                        " more asked)");
     }
     want = std::min(want, pool_max_bytes_ - pool_mapped_);
   }
   auto mapped = transport_->map_memory(want);
   if (!mapped.ok()) return mapped.status();
   std::lock_guard<std::mutex> lock(mu_);
-  segments_.push_back(Segment{mapped->mem_id, mapped->base,
-                              mem::RangeAllocator(mapped->len, kCacheAlign)});
+  segments_.push_back(
+      Segment{mapped->mem_id, mapped->base, mem::RangeAllocator(mapped->len, kCacheAlign)});
   pool_mapped_ += mapped->len;
   auto off = segments_.back().alloc.allocate(bytes);
   if (!off) return Status(StatusCode::kDeviceOutOfMemory, "new pool segment too small");
@@ -134,8 +134,7 @@ Result<KvCache> CacheRegistry::register_user(const CacheDesc& desc,
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t i = 0; i < addrs.size(); ++i) {
       if (addrs[i] == 0) {
-        return Status(StatusCode::kParamInvalid,
-                      "tensor_addrs[" + std::to_string(i) + "] is null");
+        return Status(StatusCode::kParamInvalid, "tensor_addrs[" + std::to_string(i) + "] is null");
       }
       if (by_addr_.find(addrs[i], bytes) != nullptr) {
         return Status(StatusCode::kParamInvalid,
@@ -179,7 +178,8 @@ Status CacheRegistry::deallocate(int64_t cache_id) {
     if (it == caches_.end() || it->second.freeing) return Status();
     Entry& e = it->second;
     e.freeing = true;
-    for (uint32_t t = 0; t < e.cache.tensor_addrs.size(); ++t) by_addr_.remove(addr_key(cache_id, t));
+    for (uint32_t t = 0; t < e.cache.tensor_addrs.size(); ++t)
+      by_addr_.remove(addr_key(cache_id, t));
     e.failure = Status(StatusCode::kKvCacheNotExist, "cache was deallocated");
     regions = e.regions;
     e.withdrawals_left = regions.size();
@@ -274,12 +274,11 @@ Status CacheRegistry::wait_layer(int64_t cache_id, uint32_t layer, int32_t timeo
   std::unique_lock<std::mutex> lock(mu_);
   auto it = caches_.find(cache_id);
   if (it == caches_.end() || it->second.freeing) {
-    return Status(StatusCode::kKvCacheNotExist, "cache " + std::to_string(cache_id) +
-                                                    " does not exist in this manager");
+    return Status(StatusCode::kKvCacheNotExist,
+                  "cache " + std::to_string(cache_id) + " does not exist in this manager");
   }
   if (layer >= it->second.arrived.size()) {
-    return Status(StatusCode::kParamInvalid, "layer " + std::to_string(layer) +
-                                                 " is not below " +
+    return Status(StatusCode::kParamInvalid, "layer " + std::to_string(layer) + " is not below " +
                                                  std::to_string(it->second.arrived.size()));
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -302,8 +301,8 @@ Status CacheRegistry::reset_arrivals(int64_t cache_id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = caches_.find(cache_id);
   if (it == caches_.end() || it->second.freeing) {
-    return Status(StatusCode::kKvCacheNotExist, "cache " + std::to_string(cache_id) +
-                                                    " does not exist in this manager");
+    return Status(StatusCode::kKvCacheNotExist,
+                  "cache " + std::to_string(cache_id) + " does not exist in this manager");
   }
   std::fill(it->second.arrived.begin(), it->second.arrived.end(), false);
   it->second.failure.reset();

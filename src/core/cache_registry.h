@@ -54,8 +54,8 @@ class CacheRegistry : public std::enable_shared_from_this<CacheRegistry> {
   };
   struct Entry {
     KvCache cache;
-    std::vector<uint64_t> regions;  // exposed to peers
-    std::vector<uint64_t> mem_ids;  // registered caller memory
+    std::vector<uint64_t> regions;                         // exposed to peers
+    std::vector<uint64_t> mem_ids;                         // registered caller memory
     std::optional<std::pair<size_t, uint64_t>> pool_slot;  // segment, offset
     int pins = 0;
     bool freeing = false;

@@ -31,8 +31,7 @@ LinkResult DataDist::link_clusters(const std::vector<ClusterInfo>& clusters, int
   return engine_->link(clusters, timeout_ms);
 }
 
-LinkResult DataDist::unlink_clusters(const std::vector<ClusterInfo>& clusters,
-                                     int32_t timeout_ms) {
+LinkResult DataDist::unlink_clusters(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms) {
   if (!engine_) return {StatusCode::kEngineFinalized, {}};
   return engine_->unlink(clusters, timeout_ms);
 }

@@ -110,8 +110,7 @@ LinkResult Engine::unlink(const std::vector<ClusterInfo>& clusters, int32_t time
     return r;
   }
   for (const ClusterInfo& c : clusters) {
-    Status s =
-        transport_->disconnect(c.remote_cluster_id, std::chrono::milliseconds(timeout_ms));
+    Status s = transport_->disconnect(c.remote_cluster_id, std::chrono::milliseconds(timeout_ms));
     r.per_cluster.push_back(s.code());
     if (!s.ok() && r.status == StatusCode::kSuccess) r.status = s.code();
   }
@@ -145,9 +144,9 @@ Result<CacheTask> Engine::transfer(const KvCache& src_in,
       src.desc.tensor_bytes() != src_in.desc.tensor_bytes() ||
       src.desc.num_tensors != src_in.desc.num_tensors) {
     registry_->unpin(src.cache_id);
-    return Status(StatusCode::kParamInvalid,
-                  "src_cache does not match cache " + std::to_string(src.cache_id) +
-                      " as this manager allocated it");
+    return Status(StatusCode::kParamInvalid, "src_cache does not match cache " +
+                                                 std::to_string(src.cache_id) +
+                                                 " as this manager allocated it");
   }
   TransferPlan plan = plan_transfer(src, configs, blocks);
 
@@ -171,9 +170,10 @@ Result<CacheTask> Engine::transfer(const KvCache& src_in,
 
   std::weak_ptr<CacheRegistry> weak_registry = registry_;
   int64_t src_id = src.cache_id;
-  auto state = std::make_shared<TaskState>(configs.size(), plan.num_layers, [weak_registry, src_id] {
-    if (auto r = weak_registry.lock()) r->unpin(src_id);
-  });
+  auto state =
+      std::make_shared<TaskState>(configs.size(), plan.num_layers, [weak_registry, src_id] {
+        if (auto r = weak_registry.lock()) r->unpin(src_id);
+      });
   for (size_t c = 0; c < presets.size(); ++c) {
     if (!presets[c].ok()) state->preset(c, presets[c]);
   }

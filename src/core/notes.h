@@ -16,9 +16,9 @@ struct Note {
   enum class Kind : uint8_t { kLayer = 1, kAbort = 2 };
   Kind kind = Kind::kLayer;
   uint64_t task_id = 0;
-  uint32_t layer = 0;                 // source layer (kLayer)
+  uint32_t layer = 0;                      // source layer (kLayer)
   StatusCode code = StatusCode::kSuccess;  // kAbort
-  std::vector<uint64_t> addrs;        // destination tensor addresses concerned
+  std::vector<uint64_t> addrs;             // destination tensor addresses concerned
 };
 
 std::string encode_note(const Note& note);

@@ -14,8 +14,7 @@ bool parse_u64(const std::string& s, uint64_t* v) {
 }
 
 Status bad(const std::string& key, const std::string& value, const char* want) {
-  return Status(StatusCode::kParamInvalid,
-                "option " + key + " = '" + value + "' is not " + want);
+  return Status(StatusCode::kParamInvalid, "option " + key + " = '" + value + "' is not " + want);
 }
 
 }  // namespace
@@ -33,7 +32,8 @@ Result<Options> Options::from_map(Role role, const std::map<std::string, std::st
   }
   // "0" or "0;1": only the first device is used on a CPU host.
   std::string first = device->substr(0, device->find(';'));
-  if (!parse_u64(first, &v) || v > INT32_MAX) return bad("ge.exec.deviceId", *device, "a device id");
+  if (!parse_u64(first, &v) || v > INT32_MAX)
+    return bad("ge.exec.deviceId", *device, "a device id");
   o.device_id = static_cast<int32_t>(v);
   if (const std::string* listen = get("llm.listenIpInfo")) o.listen_ip_info = *listen;
   if (role == Role::kPrompt && o.listen_ip_info.empty()) {

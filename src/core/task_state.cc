@@ -31,7 +31,8 @@ bool TaskState::wait(std::optional<Clock::time_point> deadline) {
       return true;
     }
     auto wake = deadline;
-    if (in_sync_ && !sync_abandoned_ && sync_deadline_ && (!wake || *sync_deadline_ < *wake)) wake = sync_deadline_;
+    if (in_sync_ && !sync_abandoned_ && sync_deadline_ && (!wake || *sync_deadline_ < *wake))
+      wake = sync_deadline_;
     if (!wake) {
       cv_.wait(lock);
     } else {
@@ -140,9 +141,9 @@ void TaskState::check_watchdog_locked() {
   if (!in_sync_ || sync_abandoned_ || !sync_deadline_ || Clock::now() < *sync_deadline_) return;
   sync_abandoned_ = true;
   for (size_t c : sync_covering_) {
-    set_failure_locked(c, Status(StatusCode::kTimeout,
-                                 "synchronize_layer(" + std::to_string(sync_layer_) +
-                                     ") did not return before its deadline"));
+    set_failure_locked(
+        c, Status(StatusCode::kTimeout, "synchronize_layer(" + std::to_string(sync_layer_) +
+                                            ") did not return before its deadline"));
   }
   stop_ = true;
   cv_.notify_all();

@@ -53,8 +53,8 @@ void TransferJob::run() {
                          "synchronize_layer(" + std::to_string(layer) + ") returned false");
       }
     } catch (const std::exception& e) {
-      failure = Status(StatusCode::kFailed, "synchronize_layer(" + std::to_string(layer) +
-                                                ") raised: " + e.what());
+      failure = Status(StatusCode::kFailed,
+                       "synchronize_layer(" + std::to_string(layer) + ") raised: " + e.what());
     } catch (...) {
       failure = Status(StatusCode::kFailed,
                        "synchronize_layer(" + std::to_string(layer) + ") raised an exception");

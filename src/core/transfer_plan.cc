@@ -48,8 +48,8 @@ Status validate_transfer(const KvCache& src, std::vector<TransferConfig>& config
     const LayerRange r = *c.src_layer_range;
     if (!(r.start < r.stop && r.stop <= num_layers)) {
       return invalid(cfg(i) + ".src_layer_range [" + std::to_string(r.start) + ", " +
-                     std::to_string(r.stop) + ") is not inside [0, " +
-                     std::to_string(num_layers) + ")");
+                     std::to_string(r.stop) + ") is not inside [0, " + std::to_string(num_layers) +
+                     ")");
     }
     if (c.dst_addrs.size() != 2 * static_cast<size_t>(r.size())) {
       return invalid(cfg(i) + ": expect " + std::to_string(2 * r.size()) + " dst_addrs, got " +
@@ -62,32 +62,30 @@ Status validate_transfer(const KvCache& src, std::vector<TransferConfig>& config
   if (!paged) {
     for (size_t i = 0; i < configs.size(); ++i) {
       if (configs[i].src_batch_index >= static_cast<uint64_t>(batch)) {
-        return invalid(cfg(i) + ".src_batch_index " +
-                       std::to_string(configs[i].src_batch_index) + " is not below batch size " +
-                       std::to_string(batch));
+        return invalid(cfg(i) + ".src_batch_index " + std::to_string(configs[i].src_batch_index) +
+                       " is not below batch size " + std::to_string(batch));
       }
     }
     return Status();
   }
   const uint64_t num_blocks = static_cast<uint64_t>(src.desc.shape[0]);
   const uint64_t block = src.desc.tensor_bytes() / num_blocks;
-  const uint64_t dst_block = blocks.dst_block_memory_size.value_or(0) == 0
-                                 ? block
-                                 : *blocks.dst_block_memory_size;
+  const uint64_t dst_block =
+      blocks.dst_block_memory_size.value_or(0) == 0 ? block : *blocks.dst_block_memory_size;
   if (dst_block < block) {
     return invalid("dst_block_memory_size " + std::to_string(dst_block) +
                    " is smaller than the source block size " + std::to_string(block));
   }
   for (size_t i = 0; i < blocks.src_block_indices.size(); ++i) {
     if (blocks.src_block_indices[i] >= num_blocks) {
-      return invalid("src_block_indices[" + std::to_string(i) + "] = " +
-                     std::to_string(blocks.src_block_indices[i]) + " is not below " +
+      return invalid("src_block_indices[" + std::to_string(i) +
+                     "] = " + std::to_string(blocks.src_block_indices[i]) + " is not below " +
                      std::to_string(num_blocks) + " blocks");
     }
     // dst + idx * dst_block must not wrap around.
     if (blocks.dst_block_indices[i] > (UINT64_MAX - dst_block) / dst_block) {
-      return invalid("dst_block_indices[" + std::to_string(i) + "] = " +
-                     std::to_string(blocks.dst_block_indices[i]) + " is out of range");
+      return invalid("dst_block_indices[" + std::to_string(i) +
+                     "] = " + std::to_string(blocks.dst_block_indices[i]) + " is out of range");
     }
   }
   return Status();
@@ -100,9 +98,8 @@ TransferPlan plan_transfer(const KvCache& src, const std::vector<TransferConfig>
   const uint64_t tensor = src.desc.tensor_bytes();
   const bool paged = !blocks.src_block_indices.empty();
   const uint64_t block = tensor / static_cast<uint64_t>(src.desc.shape[0]);
-  const uint64_t dst_block = blocks.dst_block_memory_size.value_or(0) == 0
-                                 ? block
-                                 : *blocks.dst_block_memory_size;
+  const uint64_t dst_block =
+      blocks.dst_block_memory_size.value_or(0) == 0 ? block : *blocks.dst_block_memory_size;
   const bool mergeable = dst_block == block;
   const uint64_t slice = tensor / static_cast<uint64_t>(src.desc.batch_size());
 

@@ -1,6 +1,6 @@
-#include <string>
-
 #include "kvdist/types.h"
+
+#include <string>
 
 namespace kvdist {
 
@@ -34,9 +34,8 @@ Status CacheDesc::validate() const {
   if (shape.empty()) return Status(StatusCode::kParamInvalid, "shape must not be empty");
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] <= 0) {
-      return Status(StatusCode::kParamInvalid,
-                    "shape[" + std::to_string(i) + "] is " + std::to_string(shape[i]) +
-                        ", must be > 0");
+      return Status(StatusCode::kParamInvalid, "shape[" + std::to_string(i) + "] is " +
+                                                   std::to_string(shape[i]) + ", must be > 0");
     }
   }
   if (data_type_size(data_type) == 0) {
@@ -48,10 +47,9 @@ Status CacheDesc::validate() const {
                                                  " is outside [0, " + std::to_string(rank) + ")");
   }
   if (seq_len_dim_index != -1 && (seq_len_dim_index < 0 || seq_len_dim_index >= rank)) {
-    return Status(StatusCode::kParamInvalid, "seq_len_dim_index " +
-                                                 std::to_string(seq_len_dim_index) +
-                                                 " is neither -1 nor in [0, " +
-                                                 std::to_string(rank) + ")");
+    return Status(StatusCode::kParamInvalid,
+                  "seq_len_dim_index " + std::to_string(seq_len_dim_index) +
+                      " is neither -1 nor in [0, " + std::to_string(rank) + ")");
   }
   uint64_t bytes = data_type_size(data_type);
   for (int64_t d : shape) {

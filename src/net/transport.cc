@@ -116,7 +116,7 @@ struct Transport::Impl {
   std::map<uint64_t, Memory> memory;
   mem::RegionTable<LocalRegion> local;
   std::map<uint64_t, Withdrawal> withdrawals;
-  std::map<uint64_t, std::shared_ptr<Peer>> peers;   // by cluster id (linked or linking)
+  std::map<uint64_t, std::shared_ptr<Peer>> peers;  // by cluster id (linked or linking)
   std::map<ucp_ep_h, std::shared_ptr<Peer>> by_ctrl;
   std::map<ucp_ep_h, Clock::time_point> accepting;  // server eps before hello
   std::map<uint64_t, PendingWrite> writes;
@@ -213,10 +213,10 @@ struct Transport::Impl {
       if (peer->ctrl == ep || peer->data == ep) failed = peer;
     }
     if (failed) {
-      fail_peer(failed, ucx_status(StatusCode::kLinkFailed,
-                                   "link to cluster " + std::to_string(failed->cluster_id) +
-                                       " failed",
-                                   status));
+      fail_peer(
+          failed,
+          ucx_status(StatusCode::kLinkFailed,
+                     "link to cluster " + std::to_string(failed->cluster_id) + " failed", status));
     }
   }
 
@@ -326,8 +326,8 @@ struct Transport::Impl {
 
   // ---- incoming ------------------------------------------------------------
 
-  static ucs_status_t on_am(void* arg, const void* /*header*/, size_t /*header_length*/,
-                            void* data, size_t length, const ucp_am_recv_param_t* param) {
+  static ucs_status_t on_am(void* arg, const void* /*header*/, size_t /*header_length*/, void* data,
+                            size_t length, const ucp_am_recv_param_t* param) {
     auto* self = static_cast<Impl*>(arg);
     if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0 ||
         (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) == 0) {
@@ -384,9 +384,8 @@ struct Transport::Impl {
     if (it == by_ctrl.end()) return;  // closed meanwhile
     std::shared_ptr<Peer> peer = it->second;
     if (!valid) {
-      fail_peer(peer, Status(StatusCode::kLinkFailed,
-                             "malformed control message from cluster " +
-                                 std::to_string(peer->cluster_id)));
+      fail_peer(peer, Status(StatusCode::kLinkFailed, "malformed control message from cluster " +
+                                                          std::to_string(peer->cluster_id)));
       return;
     }
     switch (msg.type) {
@@ -546,8 +545,7 @@ struct Transport::Impl {
     }
     for (auto& peer : expired) {
       fail_peer(peer, Status(StatusCode::kLinkFailed,
-                             "link to cluster " + std::to_string(peer->cluster_id) +
-                                 " timed out"));
+                             "link to cluster " + std::to_string(peer->cluster_id) + " timed out"));
     }
     std::vector<std::shared_ptr<Peer>> late;
     for (auto& [id, w] : writes) {
@@ -621,10 +619,9 @@ Result<std::unique_ptr<Transport>> Transport::start(const TransportOptions& opti
     lp.conn_handler.arg = self;
     s = ucp_listener_create(w, &lp, &self->listener);
     if (s != UCS_OK) {
-      return ucx_status(StatusCode::kFailed,
-                        "cannot listen on " + options.listen_ip + ":" +
-                            std::to_string(options.listen_port),
-                        s);
+      return ucx_status(
+          StatusCode::kFailed,
+          "cannot listen on " + options.listen_ip + ":" + std::to_string(options.listen_port), s);
     }
     ucp_listener_attr_t la{};
     la.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
@@ -659,8 +656,12 @@ void Transport::shutdown() {
           if (pw.done) pw.done();
         }
         self->withdrawals.clear();
-        self->worker->progress_until([self] { self->tick(); return self->closing.empty(); },
-                                     Clock::now() + std::chrono::milliseconds(1000));
+        self->worker->progress_until(
+            [self] {
+              self->tick();
+              return self->closing.empty();
+            },
+            Clock::now() + std::chrono::milliseconds(1000));
         for (auto& [id, m] : self->memory) ucp_mem_unmap(self->worker->context(), m.memh);
         self->memory.clear();
       },
@@ -900,8 +901,8 @@ Status Transport::check_remote(uint64_t peer_id,
   auto check = [self, peer_id, ranges](bool final_try, const std::shared_ptr<Waiter>& w) -> bool {
     auto it = self->peers.find(peer_id);
     if (it == self->peers.end() || it->second->state != Impl::PeerState::kUp) {
-      w->set(Status(StatusCode::kNotYetLink,
-                    "cluster " + std::to_string(peer_id) + " is not linked"));
+      w->set(
+          Status(StatusCode::kNotYetLink, "cluster " + std::to_string(peer_id) + " is not linked"));
       return true;
     }
     for (const auto& [addr, len] : ranges) {
@@ -910,9 +911,9 @@ Status Transport::check_remote(uint64_t peer_id,
         char buf[96];
         std::snprintf(buf, sizeof(buf), "[0x%llx, +%llu)", static_cast<unsigned long long>(addr),
                       static_cast<unsigned long long>(len));
-        w->set(Status(StatusCode::kParamInvalid,
-                      std::string("destination ") + buf + " is outside the memory cluster " +
-                          std::to_string(peer_id) + " registered"));
+        w->set(Status(StatusCode::kParamInvalid, std::string("destination ") + buf +
+                                                     " is outside the memory cluster " +
+                                                     std::to_string(peer_id) + " registered"));
         return true;
       }
     }
@@ -941,8 +942,8 @@ void Transport::write(uint64_t peer_id, std::vector<WriteOp> ops, std::string no
   auto run = [self, peer_id, ops = std::move(ops), note = std::move(note), done]() mutable {
     auto it = self->peers.find(peer_id);
     if (it == self->peers.end() || it->second->state != Impl::PeerState::kUp) {
-      done(Status(StatusCode::kLinkFailed, "cluster " + std::to_string(peer_id) +
-                                               " is not linked (or its link failed)"));
+      done(Status(StatusCode::kLinkFailed,
+                  "cluster " + std::to_string(peer_id) + " is not linked (or its link failed)"));
       return;
     }
     std::shared_ptr<Impl::Peer> peer = it->second;
@@ -968,12 +969,11 @@ void Transport::write(uint64_t peer_id, std::vector<WriteOp> ops, std::string no
     peer->writes.insert(id);
     ucp_request_param_t p{};
     for (size_t i = 0; i < ops.size(); ++i) {
-      ucs_status_ptr_t req =
-          ucp_put_nbx(peer->data, reinterpret_cast<void*>(ops[i].local_addr), ops[i].len,
-                      ops[i].remote_addr, rkeys[i], &p);
+      ucs_status_ptr_t req = ucp_put_nbx(peer->data, reinterpret_cast<void*>(ops[i].local_addr),
+                                         ops[i].len, ops[i].remote_addr, rkeys[i], &p);
       if (UCS_PTR_IS_ERR(req)) {
-        self->fail_peer(peer, ucx_status(StatusCode::kLinkFailed, "put failed",
-                                         UCS_PTR_STATUS(req)));
+        self->fail_peer(peer,
+                        ucx_status(StatusCode::kLinkFailed, "put failed", UCS_PTR_STATUS(req)));
         return;
       }
       if (req != nullptr) ucp_request_free(req);

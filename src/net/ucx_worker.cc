@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <cstdlib>
 #include <string>
 
 namespace kvdist::net {
@@ -21,6 +22,16 @@ Result<std::unique_ptr<UcxWorker>> UcxWorker::create() {
   ucp_config_t* config = nullptr;
   ucs_status_t s = ucp_config_read(nullptr, nullptr, &config);
   if (s != UCS_OK) return ucx_error("ucp_config_read", s);
+  // The control connection (client-server, peer error handling) needs tcp.
+  // A UCX_TLS that names only other transports (e.g. "sm") gets tcp added,
+  // for the control path; puts still take the fastest transport named.
+  if (const char* tls = std::getenv("UCX_TLS")) {
+    std::string t = tls;
+    if (!t.empty() && t[0] != '^' && t.find("tcp") == std::string::npos &&
+        t.find("all") == std::string::npos) {
+      ucp_config_modify(config, "TLS", (t + ",tcp").c_str());
+    }
+  }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
   params.features = UCP_FEATURE_RMA | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;

@@ -20,16 +20,16 @@ inline constexpr size_t kMaxAddressBytes = 65536;
 inline constexpr size_t kMaxTextBytes = 65536;
 
 enum class MsgType : uint8_t {
-  kHello = 1,       // client -> server: who I am, whom I expect, my regions
-  kHelloAck = 2,    // server -> client: accepted, the server's regions
-  kHelloNack = 3,   // server -> client: refused (code, text)
-  kRegionAdd = 4,   // regions[0] may now be written by the receiver
-  kRegionDel = 5,   // value = region id: write no more into it
+  kHello = 1,         // client -> server: who I am, whom I expect, my regions
+  kHelloAck = 2,      // server -> client: accepted, the server's regions
+  kHelloNack = 3,     // server -> client: refused (code, text)
+  kRegionAdd = 4,     // regions[0] may now be written by the receiver
+  kRegionDel = 5,     // value = region id: write no more into it
   kRegionDelAck = 6,  // value = region id: no write of mine into it can land
-  kPing = 7,        // value = sequence; answered by kPong after earlier messages
+  kPing = 7,          // value = sequence; answered by kPong after earlier messages
   kPong = 8,
-  kNote = 9,        // text = opaque payload for the layer above
-  kBye = 10,        // orderly unlink
+  kNote = 9,  // text = opaque payload for the layer above
+  kBye = 10,  // orderly unlink
 };
 
 // Memory a peer may write: [base, base + len), with the packed remote key.

@@ -96,7 +96,8 @@ struct RemoteCache {
 
 class Decoder {
  public:
-  Decoder(uint64_t cluster, uint16_t prompt_port, const std::map<std::string, std::string>& env = {})
+  Decoder(uint64_t cluster, uint16_t prompt_port,
+          const std::map<std::string, std::string>& env = {})
       : proc_(env), cluster_(cluster) {
     proc_.ok("init decoder " + s(cluster));
     auto r = proc_.ok("link " + s(kPromptCluster) + " 127.0.0.1 " + s(prompt_port) + " 3000");
@@ -121,8 +122,8 @@ class Decoder {
     return std::stoull(proc_.ok("hash " + s(addr) + " " + s(len))[1]);
   }
   StatusCode wait(int64_t cache, uint32_t layer, int timeout_ms) {
-    return code(proc_.ok("wait " + s(cache) + " " + s(layer) + " " + s(timeout_ms),
-                         timeout_ms + 5000)[1]);
+    return code(
+        proc_.ok("wait " + s(cache) + " " + s(layer) + " " + s(timeout_ms), timeout_ms + 5000)[1]);
   }
 
  private:
@@ -276,7 +277,8 @@ TEST_F(TransferTest, LargerDestinationBlocksGetOneSourceBlockEach) {
   for (uint32_t t = 0; t < 2; ++t) {
     for (size_t i = 0; i < 2; ++i) {
       uint64_t at = dst.addrs[t] + b.dst_block_indices[i] * 1024;
-      EXPECT_EQ(d.hash(at, block), local_hash(src.tensor_addrs[t] + b.src_block_indices[i] * block, block));
+      EXPECT_EQ(d.hash(at, block),
+                local_hash(src.tensor_addrs[t] + b.src_block_indices[i] * block, block));
       EXPECT_EQ(d.hash(at + block, block), canary_hash(block));  // rest of the block
     }
     EXPECT_EQ(d.hash(dst.addrs[t], 2048), canary_hash(2048));
@@ -294,8 +296,8 @@ TEST_F(TransferTest, TwoDestinationsInOneCall) {
   auto task = cm().transfer_cache_async(src, std::make_shared<Synchronizer>(), {ca, cb});
   ASSERT_TRUE(task.ok()) << task.status().to_string();
   ASSERT_EQ(task->synchronize(), StatusCode::kSuccess);
-  EXPECT_EQ(task->get_results(), (std::vector<std::optional<StatusCode>>{StatusCode::kSuccess,
-                                                                          StatusCode::kSuccess}));
+  EXPECT_EQ(task->get_results(),
+            (std::vector<std::optional<StatusCode>>{StatusCode::kSuccess, StatusCode::kSuccess}));
   for (uint32_t t = 0; t < 4; ++t) {
     EXPECT_EQ(d2.hash(a.addrs[t], 4096), local_hash(src.tensor_addrs[t], 4096));
     EXPECT_EQ(d3.hash(b.addrs[t], 4096), local_hash(src.tensor_addrs[t] + 4096, 4096));
@@ -412,10 +414,9 @@ TEST_F(TransferTest, UnlinkedDestinationEndsWithNotYetLink) {
   Decoder d(2, port_);
   KvCache src = source(1, {1, 1024});
   RemoteCache dst = destination(d, false, 1, {1, 1024});
-  auto task = cm().transfer_cache_async(
-      src, std::make_shared<Synchronizer>(),
-      {TransferConfig{99, {0x1000, 0x2000}, std::nullopt, 0},
-       TransferConfig{2, dst.addrs, std::nullopt, 0}});
+  auto task = cm().transfer_cache_async(src, std::make_shared<Synchronizer>(),
+                                        {TransferConfig{99, {0x1000, 0x2000}, std::nullopt, 0},
+                                         TransferConfig{2, dst.addrs, std::nullopt, 0}});
   ASSERT_TRUE(task.ok()) << task.status().to_string();
   auto results = task->get_results();
   EXPECT_EQ(results[0], StatusCode::kNotYetLink);
@@ -451,8 +452,9 @@ TEST_F(TransferTest, KilledDecoderFailsOnlyItsConfigs) {
   RemoteCache a = destination(*d2, false, 4, {1, 4096});
   RemoteCache b = destination(d3, false, 4, {1, 4096});
   auto gate = std::make_shared<GatedSynchronizer>();
-  auto task = cm().transfer_cache_async(src, gate, {TransferConfig{2, a.addrs, std::nullopt, 0},
-                                                    TransferConfig{3, b.addrs, std::nullopt, 0}});
+  auto task = cm().transfer_cache_async(
+      src, gate,
+      {TransferConfig{2, a.addrs, std::nullopt, 0}, TransferConfig{3, b.addrs, std::nullopt, 0}});
   ASSERT_TRUE(task.ok());
   gate->release(0);
   ASSERT_EQ(d3.wait(b.id, 0, 5000), StatusCode::kSuccess);
@@ -489,8 +491,8 @@ class BadInputTest : public TransferTest {
     src_ = source(2, {2, 1024});
     dst_ = destination(*d_, false, 2, {1, 1024});
   }
-  void expect_refused(const KvCache& src, std::vector<TransferConfig> cfgs,
-                      const BlockMapping& b, const char* what) {
+  void expect_refused(const KvCache& src, std::vector<TransferConfig> cfgs, const BlockMapping& b,
+                      const char* what) {
     auto task = cm().transfer_cache_async(src, std::make_shared<Synchronizer>(), cfgs, b);
     ASSERT_FALSE(task.ok()) << what;
     EXPECT_EQ(task.status().code(), StatusCode::kParamInvalid) << what;
