@@ -5,6 +5,7 @@
 //   link <cluster> <ip> <port> <timeout_ms>   -> ok <code>
 //   unlink <cluster>                          -> ok <code>
 //   alloc <blocks 0|1> <num_tensors> <dims..> -> ok <cache_id> <addr>...   (uint8 elements)
+//   register <num_tensors> <dims..>           -> ok <cache_id> <addr>...   (caller-owned memory)
 //   free <cache_id>                           -> ok
 //   fill <addr> <len> <byte>                  -> ok
 //   pattern <addr> <len> <seed>               -> ok
@@ -18,9 +19,11 @@
 
 #include <cstdio>
 #include <iostream>
+#include <list>
 #include <map>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "bytes_hash.h"
 #include "kvdist/kvdist.h"
@@ -36,6 +39,7 @@ std::string code_str(StatusCode c) { return std::to_string(static_cast<int64_t>(
 int main() {
   std::unique_ptr<kvdist::DataDist> dd;
   std::map<int64_t, kvdist::KvCache> caches;
+  std::list<std::vector<char>> owned;  // memory of registered caches
   std::string line;
   auto reply = [](const std::string& s) {
     std::cout << s << std::endl;  // flush: the test waits for each line
@@ -82,6 +86,25 @@ int main() {
       std::string out = "ok " + std::to_string(c->cache_id);
       for (uint64_t a : c->tensor_addrs) out += " " + std::to_string(a);
       caches[c->cache_id] = c.value();
+      reply(out);
+    } else if (cmd == "register") {
+      kvdist::CacheDesc d;
+      d.data_type = kvdist::DataType::kUint8;
+      in >> d.num_tensors;
+      int64_t dim = 0;
+      while (in >> dim) d.shape.push_back(dim);
+      std::vector<uint64_t> addrs;
+      for (uint32_t t = 0; t < d.num_tensors; ++t) {
+        owned.emplace_back(d.tensor_bytes());
+        addrs.push_back(reinterpret_cast<uint64_t>(owned.back().data()));
+      }
+      auto c = dd->cache_manager()->register_cache(d, addrs);
+      if (!c.ok()) {
+        reply("err " + code_str(c.status().code()) + " " + c.status().message());
+        continue;
+      }
+      std::string out = "ok " + std::to_string(c->cache_id);
+      for (uint64_t a : c->tensor_addrs) out += " " + std::to_string(a);
       reply(out);
     } else if (cmd == "free") {
       int64_t id = 0;

@@ -481,6 +481,84 @@ TEST_F(TransferTest, KilledDecoderFailsOnlyItsConfigs) {
   EXPECT_EQ(d2->hash(c.addrs[7], 4096), local_hash(src.tensor_addrs[7], 4096));
 }
 
+TEST_F(TransferTest, CallerOwnedMemoryOnBothSides) {
+  Decoder d(2, port_);
+  // Source: this process's own memory, registered.
+  CacheDesc desc;
+  desc.num_tensors = 4;
+  desc.shape = {2, 4096};
+  desc.data_type = DataType::kUint8;
+  std::vector<std::vector<char>> mine(4, std::vector<char>(desc.tensor_bytes()));
+  std::vector<uint64_t> addrs;
+  for (uint32_t t = 0; t < 4; ++t) {
+    fill_pattern(mine[t].data(), mine[t].size(), 7 + t);
+    addrs.push_back(reinterpret_cast<uint64_t>(mine[t].data()));
+  }
+  auto src = cm().register_cache(desc, addrs);
+  ASSERT_TRUE(src.ok()) << src.status().to_string();
+  // Destination: the decoder's malloc'd memory, registered there.
+  auto r = d.proc().ok("register 4 1 4096");
+  std::vector<uint64_t> dst;
+  for (size_t i = 2; i < r.size(); ++i) dst.push_back(std::stoull(r[i]));
+  auto task = cm().transfer_cache_async(src.value(), std::make_shared<Synchronizer>(),
+                                        {TransferConfig{2, dst, std::nullopt, 1}});
+  ASSERT_TRUE(task.ok()) << task.status().to_string();
+  ASSERT_EQ(task->synchronize(), StatusCode::kSuccess) << task->result_message(0);
+  for (uint32_t t = 0; t < 4; ++t) {
+    EXPECT_EQ(d.hash(dst[t], 4096), local_hash(addrs[t] + 4096, 4096));
+  }
+  EXPECT_TRUE(cm().deallocate_cache(src->cache_id).ok());
+}
+
+TEST_F(TransferTest, SourceFreedMidTransferIsReleasedAfterTheTask) {
+  Decoder d(2, port_);
+  uint64_t before = cm().pool_bytes_in_use();
+  KvCache src = source(3, {1, 65536});
+  RemoteCache dst = destination(d, false, 3, {1, 65536});
+  std::vector<uint64_t> want;
+  for (uint64_t a : src.tensor_addrs) want.push_back(local_hash(a, 65536));
+  auto gate = std::make_shared<GatedSynchronizer>();
+  auto task = cm().transfer_cache_async(src, gate, {TransferConfig{2, dst.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(task.ok());
+  gate->release(0);
+  ASSERT_EQ(d.wait(dst.id, 0, 5000), StatusCode::kSuccess);
+  ASSERT_TRUE(cm().deallocate_cache(src.cache_id).ok());  // returns at once
+  EXPECT_GT(cm().pool_bytes_in_use(), before);            // still held by the task
+  gate->release(1);
+  gate->release(2);
+  ASSERT_EQ(task->synchronize(), StatusCode::kSuccess);
+  for (uint32_t t = 0; t < 6; ++t) EXPECT_EQ(d.hash(dst.addrs[t], 65536), want[t]);
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (cm().pool_bytes_in_use() != before && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(cm().pool_bytes_in_use(), before);
+}
+
+TEST_F(TransferTest, DestinationFreedMidTransferFailsTheRestUnwritten) {
+  Decoder d(2, port_);
+  KvCache src = source(3, {1, 4096});
+  RemoteCache dst = destination(d, false, 3, {1, 4096});
+  auto gate = std::make_shared<GatedSynchronizer>();
+  auto task = cm().transfer_cache_async(src, gate, {TransferConfig{2, dst.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(task.ok());
+  gate->release(0);
+  ASSERT_EQ(d.wait(dst.id, 0, 5000), StatusCode::kSuccess);
+  ASSERT_EQ(code(d.proc().ok("free " + s(static_cast<uint64_t>(dst.id)))[1]), StatusCode::kSuccess);
+  // Back in the decoder's pool only after this side confirmed the withdrawal.
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (std::stoull(d.proc().ok("pool_used")[1]) != 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  gate->release(1);
+  gate->release(2);
+  EXPECT_EQ(task->synchronize(), StatusCode::kParamInvalid);
+  EXPECT_NE(task->result_message(0).find("no longer"), std::string::npos)
+      << task->result_message(0);
+  EXPECT_EQ(d.hash(dst.addrs[0], 4096), local_hash(src.tensor_addrs[0], 4096));
+  for (uint32_t t = 2; t < 6; ++t) EXPECT_EQ(d.hash(dst.addrs[t], 4096), canary_hash(4096));
+}
+
 // ---- bad input: the code, and not a byte written ----------------------------
 
 class BadInputTest : public TransferTest {
