@@ -73,7 +73,7 @@ void Engine::finalize() {
   }
   // Stop every task; the transport's shutdown fails what is still in flight.
   for (auto& t : tasks) t->fail_and_stop({}, Status());
-  transport_->shutdown();
+  if (transport_) transport_->shutdown();  // absent if start() failed
   auto deadline = Clock::now() + std::chrono::milliseconds(options_.transfer_timeout_ms);
   for (size_t i = 0; i < threads.size(); ++i) {
     // A job stuck in a synchronizer that never returns is left behind: it

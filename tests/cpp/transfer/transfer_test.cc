@@ -691,6 +691,20 @@ TEST(LinkTest, WrongClusterIdIsRefusedAndTooManyClustersRejected) {
   EXPECT_EQ(decoder.check_link_status(1).code(), StatusCode::kNotYetLink);
 }
 
+TEST(LinkTest, FailedInitLeavesAUsableObject) {
+  DataDist prompt(Role::kPrompt, 1);
+  Status s = prompt.init(Options{});  // a PROMPT needs a listen address
+  EXPECT_EQ(s.code(), StatusCode::kParamInvalid);
+  EXPECT_FALSE(prompt.initialized());
+  Options bad;
+  bad.listen_ip_info = "not-an-address:1";
+  EXPECT_EQ(prompt.init(bad).code(), StatusCode::kParamInvalid);
+  Options good;
+  good.listen_ip_info = "127.0.0.1:0";
+  EXPECT_TRUE(prompt.init(good).ok());
+  EXPECT_NE(prompt.listen_port(), 0);
+}
+
 TEST(OptionsTest, MissingRequiredOptionsNameTheOption) {
   auto no_device = Options::from_map(Role::kDecoder, {});
   ASSERT_FALSE(no_device.ok());

@@ -1,0 +1,381 @@
+"""``KvCacheManager``: caches and the layer-wise push in KvCacheManager mode.
+
+Reference §9 and §10. The Python-level checks of ``transfer_cache_async``
+run in the original's order with its exception classes before kvdist's
+native engine (which validates again, with kvdist's own checks) is called.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llm_datadist import _native
+from llm_datadist._checks import (
+    check_dict,
+    check_int64,
+    check_isinstance,
+    check_list_uint64,
+    check_uint32,
+    check_uint64,
+)
+from llm_datadist.configs import LLMRole
+from llm_datadist.llm_types import (
+    BlocksCacheKey,
+    CacheDesc,
+    CacheKey,
+    CacheKeyByIdAndIndex,
+    CacheTask,
+    KvCache,
+    LayerSynchronizer,
+    Placement,
+    TransferConfig,
+)
+from llm_datadist.status import (
+    LLMException,
+    LLMStatusCode,
+    raise_if_false,
+    raise_if_true,
+)
+
+__all__ = ["KvCacheManager"]
+
+_NUM_TENSORS_PER_LAYER = 2
+
+
+def _not_enabled(func_name: str) -> LLMException:
+    return LLMException(
+        f"{func_name} is not supported by kvdist yet.",
+        status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
+    )
+
+
+def _check_block_indices(arg_name: str, arg_value: Any) -> None:
+    if arg_value is not None:
+        check_isinstance(arg_name, arg_value, [list, tuple], int)
+        check_list_uint64(arg_name, arg_value)
+
+
+class KvCacheManager:
+    """Allocates caches and pushes them layer by layer (KvCacheManager mode).
+
+    Obtained from ``LLMDataDist.kv_cache_manager`` after ``init``.
+    """
+
+    def __init__(self, native_datadist: Any, role: LLMRole) -> None:
+        self._native = native_datadist
+        self._role = role
+        self._initialized = True
+
+    def is_initialized(self) -> bool:
+        """False once the owning ``LLMDataDist`` was finalised."""
+        return self._initialized
+
+    def _check_is_inited(self) -> None:
+        raise_if_false(
+            self._initialized,
+            "KvCacheManager is no longer initialized; "
+            "obtain a new instance after LLMDataDist.init.",
+            status_code=LLMStatusCode.LLM_ENGINE_FINALIZED,
+        )
+
+    def _check_role(self, func_name: str, role: LLMRole) -> None:
+        raise_if_false(self._role == role, "{0} is not supported by {1}", func_name, self._role)
+
+    def _switch_role(self, role: LLMRole) -> None:
+        self._role = role
+
+    # -- allocation --------------------------------------------------------
+
+    def _allocate(self, func_name: str, cache_desc: CacheDesc, blocks: bool) -> KvCache:
+        raise_if_false(cache_desc.num_tensors > 0, "num_tensors should be bigger than zero.")
+        raise_if_false(
+            cache_desc.placement == Placement.DEVICE, "Only support allocate device cache."
+        )
+        cache_id, addrs = _native.call(
+            func_name,
+            f"cache_desc = {cache_desc}",
+            self._native.allocate,
+            cache_desc.num_tensors,
+            list(cache_desc.shape),
+            cache_desc.data_type.value,
+            int(cache_desc.placement),
+            cache_desc.batch_dim,
+            cache_desc.seq_len_dim_index,
+            blocks,
+        )
+        cache = KvCache(cache_id, cache_desc, [list(addrs)], self)
+        cache._is_blocks = blocks
+        return cache
+
+    def allocate_cache(
+        self, cache_desc: CacheDesc, cache_keys: list[CacheKey] | tuple[CacheKey, ...] = ()
+    ) -> KvCache:
+        """Allocates a contiguous cache (``Placement.DEVICE``: process memory on CPU hosts).
+
+        ``cache_keys`` (PROMPT only) are accepted for ``pull_cache``, which
+        kvdist does not support yet.
+        """
+        self._check_is_inited()
+        check_isinstance("cache_desc", cache_desc, CacheDesc, allow_none=False)
+        check_isinstance("cache_keys", cache_keys, [list, tuple], CacheKey)
+        raise_if_true(
+            bool(cache_keys) and self._role != LLMRole.PROMPT,
+            "cache_keys is only supported by LLMRole.PROMPT, current role is {0}",
+            self._role,
+        )
+        return self._allocate("[allocate_cache]", cache_desc, blocks=False)
+
+    def allocate_blocks_cache(
+        self, cache_desc: CacheDesc, blocks_cache_key: BlocksCacheKey | None = None
+    ) -> KvCache:
+        """Allocates a blocks (PA) cache: ``shape[0]`` is the number of blocks."""
+        self._check_is_inited()
+        check_isinstance("cache_desc", cache_desc, CacheDesc, allow_none=False)
+        check_isinstance("blocks_cache_key", blocks_cache_key, BlocksCacheKey)
+        raise_if_true(
+            blocks_cache_key is not None and self._role != LLMRole.PROMPT,
+            "blocks_cache_key is only supported by LLMRole.PROMPT, current role is {0}",
+            self._role,
+        )
+        return self._allocate("[allocate_blocks_cache]", cache_desc, blocks=True)
+
+    def deallocate_cache(self, cache: KvCache) -> None:
+        """Frees a cache; a no-op if already freed.
+
+        Returns at once; memory an unfinished transfer still reads or writes
+        goes back to the pool only when no write into it can still land.
+        """
+        self._check_is_inited()
+        check_isinstance("cache", cache, KvCache, allow_none=False)
+        raise_if_true(cache.cache_desc.placement == Placement.HOST, "Only support device cache.")
+        if not cache._valid:
+            return
+        _native.call(
+            "[deallocate_cache]",
+            f"cache_id = {cache.cache_id}",
+            self._native.deallocate,
+            cache.cache_id,
+        )
+        cache._valid = False
+
+    # -- layer-wise push ---------------------------------------------------
+
+    def transfer_cache_async(
+        self,
+        src_cache: KvCache,
+        layer_synchronizer: LayerSynchronizer,
+        transfer_configs: list[TransferConfig] | tuple[TransferConfig, ...],
+        src_block_indices: list[int] | tuple[int, ...] | None = None,
+        dst_block_indices: list[int] | tuple[int, ...] | None = None,
+        dst_block_memory_size: int | None = None,
+    ) -> CacheTask:
+        """Pushes ``src_cache`` layer by layer to the configs' destinations (PROMPT only).
+
+        ``layer_synchronizer.synchronize_layer(layer, None)`` is called once
+        per transferred layer, in ascending order, from a kvdist worker
+        thread. Returns a ``CacheTask`` at once.
+        """
+        self._check_is_inited()
+        # 1. role
+        self._check_role("transfer_cache_async", LLMRole.PROMPT)
+        # 2. source cache
+        check_isinstance("src_cache", src_cache, KvCache, allow_none=False)
+        # 3. block index lists (dst first, as in the original)
+        _check_block_indices("dst_block_indices", dst_block_indices)
+        _check_block_indices("src_block_indices", src_block_indices)
+        # 4. destination block size
+        if dst_block_memory_size is not None:
+            check_uint64("dst_block_memory_size", dst_block_memory_size)
+        # 5. block combinations
+        if src_block_indices:
+            raise_if_false(dst_block_indices, "transfer from blocks to cache is not supported")
+            raise_if_false(
+                len(src_block_indices) == len(dst_block_indices),  # type: ignore[arg-type]
+                "num_block_indices mismatches, src_num = {0}, dst_num = {1}",
+                len(src_block_indices),
+                len(dst_block_indices),  # type: ignore[arg-type]
+            )
+        else:
+            raise_if_true(
+                dst_block_indices is not None, "transfer from cache to blocks is not supported"
+            )
+        # 6. synchronizer, 7. configs
+        check_isinstance(
+            "layer_synchronizer", layer_synchronizer, LayerSynchronizer, allow_none=False
+        )
+        check_isinstance(
+            "transfer_configs", transfer_configs, [list, tuple], TransferConfig, allow_none=False
+        )
+        # 8. block size only for blocks destinations
+        raise_if_false(
+            dst_block_indices or dst_block_memory_size in (None, 0),
+            "dst_block_memory_size ({0}) is neither None nor 0 while dst is not blocks",
+            dst_block_memory_size,
+        )
+        # 9. layers
+        cache_desc = src_cache.cache_desc
+        raise_if_false(
+            cache_desc.num_tensors % _NUM_TENSORS_PER_LAYER == 0,
+            "cache_desc.num_tensors ({0}) is not even",
+            cache_desc.num_tensors,
+        )
+        num_layers = cache_desc.num_tensors // _NUM_TENSORS_PER_LAYER
+        # 10. per config
+        for config in transfer_configs:
+            if config.src_layer_range is None:
+                config.src_layer_range = range(0, num_layers)
+            layer_range = config.src_layer_range
+            if src_block_indices:
+                raise_if_false(
+                    config.src_batch_index == 0,
+                    "Invalid TransferConfig, src_batch_index ({0}) != 0 while src is blocks",
+                    config.src_batch_index,
+                )
+            raise_if_false(
+                0 <= layer_range.start < layer_range.stop <= num_layers,
+                "src_layer_range: {0} out of range, src_layer_num = {1}",
+                layer_range,
+                num_layers,
+            )
+            expected = len(layer_range) * _NUM_TENSORS_PER_LAYER
+            raise_if_false(
+                len(config.dst_addrs) == expected,
+                "expect {0} dst_addrs, but len(dst_addrs) = {1}, range = {2}",
+                expected,
+                len(config.dst_addrs),
+                layer_range,
+            )
+
+        def synchronize(layer_index: int, _timeout_ms: int | None) -> bool:
+            # The original always passes timeout_in_millis=None.
+            return bool(layer_synchronizer.synchronize_layer(layer_index, None))
+
+        native_configs = [
+            (
+                config.dst_cluster_id,
+                list(config.dst_addrs),
+                config.src_layer_range.start,  # type: ignore[union-attr]
+                config.src_layer_range.stop,  # type: ignore[union-attr]
+                config.src_batch_index,
+            )
+            for config in transfer_configs
+        ]
+        addrs = src_cache.per_device_tensor_addrs[0] if src_cache.per_device_tensor_addrs else []
+        task = _native.call(
+            "[transfer_cache_async]",
+            f"cache_id = {src_cache.cache_id}",
+            self._native.transfer,
+            src_cache.cache_id,
+            cache_desc.num_tensors,
+            list(cache_desc.shape),
+            cache_desc.data_type.value,
+            cache_desc.batch_dim,
+            list(addrs),
+            synchronize,
+            native_configs,
+            list(src_block_indices or []),
+            list(dst_block_indices or []),
+            dst_block_memory_size,
+            sync_timeout_ms=None,
+            unbounded=True,
+        )
+        return CacheTask(
+            task,
+            len(transfer_configs),
+            LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT,
+            keep_alive=(synchronize, layer_synchronizer),
+        )
+
+    # -- not supported yet -------------------------------------------------
+
+    def remove_cache_key(self, cache_key: CacheKey) -> None:
+        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
+        self._check_is_inited()
+        check_isinstance("cache_key", cache_key, CacheKey, allow_none=False)
+        self._check_role("remove_cache_key", LLMRole.PROMPT)
+        raise _not_enabled("remove_cache_key")
+
+    def pull_cache(
+        self,
+        cache_key: CacheKey | CacheKeyByIdAndIndex,
+        kv_cache: KvCache,
+        batch_index: int = 0,
+        size: int = -1,
+        **kwargs: Any,
+    ) -> None:
+        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
+        self._check_is_inited()
+        check_isinstance("cache_key", cache_key, [CacheKey, CacheKeyByIdAndIndex], allow_none=False)
+        check_isinstance("kv_cache", kv_cache, KvCache, allow_none=False)
+        check_uint32("batch_index", batch_index)
+        check_int64("size", size)
+        self._check_role("pull_cache", LLMRole.DECODER)
+        raise _not_enabled("pull_cache")
+
+    def pull_blocks(
+        self,
+        prompt_cache_key: BlocksCacheKey | CacheKey | CacheKeyByIdAndIndex,
+        decoder_kv_cache: KvCache,
+        prompt_blocks: list[int] | tuple[int, ...] = (),
+        decoder_blocks: list[int] | tuple[int, ...] = (),
+        **kwargs: Any,
+    ) -> None:
+        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
+        self._check_is_inited()
+        check_isinstance(
+            "prompt_cache_key",
+            prompt_cache_key,
+            [BlocksCacheKey, CacheKey, CacheKeyByIdAndIndex],
+            allow_none=False,
+        )
+        check_isinstance("decoder_kv_cache", decoder_kv_cache, KvCache, allow_none=False)
+        check_isinstance("prompt_blocks", prompt_blocks, [list, tuple], int)
+        check_isinstance("decoder_blocks", decoder_blocks, [list, tuple], int)
+        self._check_role("pull_blocks", LLMRole.DECODER)
+        raise _not_enabled("pull_blocks")
+
+    def copy_cache(
+        self,
+        dst: KvCache,
+        src: KvCache,
+        dst_batch_index: int = 0,
+        src_batch_index: int = 0,
+        offset: int = 0,
+        size: int = -1,
+        req_id: int | None = None,
+    ) -> None:
+        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
+        self._check_is_inited()
+        check_isinstance("dst", dst, KvCache, allow_none=False)
+        check_isinstance("src", src, KvCache, allow_none=False)
+        check_uint32("dst_batch_index", dst_batch_index)
+        check_uint32("src_batch_index", src_batch_index)
+        check_uint64("offset", offset)
+        check_int64("size", size)
+        if req_id is not None:
+            check_uint64("req_id", req_id)
+        raise _not_enabled("copy_cache")
+
+    def copy_blocks(self, cache: KvCache, copy_block_info: dict[int, list[int]]) -> None:
+        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
+        self._check_is_inited()
+        check_isinstance("cache", cache, KvCache, allow_none=False)
+        check_isinstance("copy_block_info", copy_block_info, dict, allow_none=False)
+        check_dict("copy_block_info", copy_block_info, int, list)
+        raise _not_enabled("copy_blocks")
+
+    def swap_blocks(self, src: KvCache, dst: KvCache, src_to_dst: dict[int, int]) -> None:
+        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
+        self._check_is_inited()
+        check_isinstance("src", src, KvCache, allow_none=False)
+        check_isinstance("dst", dst, KvCache, allow_none=False)
+        check_isinstance("src_to_dst", src_to_dst, dict, allow_none=False)
+        check_dict("src_to_dst", src_to_dst, int, int)
+        raise _not_enabled("swap_blocks")
+
+    def get_cache_tensors(self, cache: KvCache, tensor_index: int = 0) -> list[Any]:
+        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
+        self._check_is_inited()
+        check_isinstance("cache", cache, KvCache, allow_none=False)
+        check_uint32("tensor_index", tensor_index)
+        raise _not_enabled("get_cache_tensors")

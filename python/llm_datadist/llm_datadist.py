@@ -1,0 +1,311 @@
+"""``LLMDataDist``: one cluster's endpoint (reference §5), over kvdist's engine."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+from typing import Any, ClassVar
+
+from llm_datadist import _native
+from llm_datadist._checks import check_int32, check_isinstance, check_uint64
+from llm_datadist.configs import LLMClusterInfo, LLMRole, int_ip_to_str
+from llm_datadist.kv_cache_manager import KvCacheManager
+from llm_datadist.llm_types import RegisterMemStatus
+from llm_datadist.status import (
+    LLMException,
+    LLMStatusCode,
+    code_2_status,
+    handle_llm_status,
+    raise_if_false,
+)
+
+__all__ = ["LLMDataDist"]
+
+_log = logging.getLogger("llm_datadist")
+
+_ROLE_NAMES = {LLMRole.PROMPT: "Prompt", LLMRole.DECODER: "Decoder", LLMRole.MIX: "Mix"}
+
+
+def _native_cluster(cluster: LLMClusterInfo) -> tuple[int, str, int]:
+    check_uint64("remote_cluster_id", cluster.remote_cluster_id)
+    if not cluster.remote_ip_info_list:
+        # kvdist answers LLM_PARAM_INVALID for this cluster (no address to link to).
+        return cluster.remote_cluster_id, "", 0  # type: ignore[return-value]
+    ip, port = cluster.remote_ip_info_list[0]
+    ip_str = ip if isinstance(ip, str) else int_ip_to_str(ip)
+    return cluster.remote_cluster_id, ip_str, port  # type: ignore[return-value]
+
+
+class LLMDataDist:
+    """One PROMPT or DECODER cluster; one initialised instance per process.
+
+    ``LLMDataDist(role, cluster_id)``, then ``init(options)`` (see
+    ``LLMConfig.generate_options``). A DECODER links to a PROMPT's
+    ``listen_ip_info`` with ``link_clusters``; the PROMPT pushes caches with
+    ``kv_cache_manager.transfer_cache_async``.
+    """
+
+    llm_engine_instance: ClassVar[LLMDataDist | None] = None
+
+    def __init__(self, role: LLMRole, cluster_id: int) -> None:
+        check_isinstance("role", role, LLMRole, allow_none=False)
+        check_uint64("cluster_id", cluster_id)
+        self._role = role
+        self._cluster_id = cluster_id
+        self._native: Any = None
+        self._kv_cache_manager: KvCacheManager | None = None
+        self._is_initialized = False
+        self._engine_options: dict[str, str] = {}
+        self._enable_cache_mgr = False
+
+    # -- life cycle --------------------------------------------------------
+
+    @staticmethod
+    def _check_flow_graph_max_size(options: dict[str, Any]) -> None:
+        value = options.get("ge.flowGraphMemMaxSize")
+        if value is None:
+            return
+        check_isinstance("ge.flowGraphMemMaxSize", value, str)
+        raise_if_false(
+            len(value.split(",")) == 1,
+            "ge.flowGraphMemMaxSize only support one mem pool in llm datadist",
+        )
+        raise_if_false(
+            value.isdigit(), "ge.flowGraphMemMaxSize must be digit, config value={0}", value
+        )
+
+    def _setup_engine_options(self, options: dict[str, Any]) -> None:
+        opts = {str(key): str(value) for key, value in options.items()}
+        opts["llm.Role"] = _ROLE_NAMES[self._role]
+        if "llm.LocalCommRes" in opts and "llm.EnableCacheManager" not in opts:
+            opts["llm.EnableCacheManager"] = "1"
+        self._enable_cache_mgr = opts.get("llm.EnableCacheManager") == "1"
+        if "llm.listenIpInfo" not in opts and "llm.ClusterInfo" in opts:
+            # Derive the listen address from a ClusterInfo JSON (ips as ints).
+            try:
+                info = json.loads(opts["llm.ClusterInfo"])
+                first = info.get("listen_ip_info", [])[0]
+                ip = first["ip"] if isinstance(first["ip"], str) else int_ip_to_str(first["ip"])
+                opts["llm.listenIpInfo"] = f"{ip}:{int(first['port'])}"
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+                pass
+        self._engine_options = opts
+
+    def init(self, options: dict[str, str]) -> None:
+        """Initialises the engine (a no-op if this instance is initialised).
+
+        Raises ``LLMException(LLM_FAILED)`` if another ``LLMDataDist`` of this
+        process is initialised, ``LLMException(LLM_PARAM_INVALID)`` naming a
+        missing ``ge.exec.deviceId`` (or ``llm.listenIpInfo`` on a PROMPT).
+        """
+        if self._is_initialized:
+            return
+        raise_if_false(
+            LLMDataDist.llm_engine_instance is None,
+            "Cannot init multiple LLMDataDists",
+            status_code=LLMStatusCode.LLM_FAILED,
+        )
+        check_isinstance("options", options, dict, allow_none=False)
+        self._check_flow_graph_max_size(options)
+        self._setup_engine_options(options)
+        if self._enable_cache_mgr:
+            raise LLMException(
+                "CacheManager mode (llm.EnableCacheManager / llm.LocalCommRes) is not "
+                "supported by kvdist yet",
+                status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
+            )
+        raise_if_false(
+            "ge.exec.deviceId" in self._engine_options,
+            "option ge.exec.deviceId (LLMConfig.device_id) is required",
+        )
+        raise_if_false(
+            self._role != LLMRole.PROMPT or "llm.listenIpInfo" in self._engine_options,
+            "neither llm.ClusterInfo nor llm.listenIpInfo was specified: option "
+            "llm.listenIpInfo (LLMConfig.listen_ip_info) is required for LLMRole.PROMPT",
+        )
+        kvdist = _native.load()
+        native = kvdist.DataDist(int(self._role), self._cluster_id)
+        _native.call(
+            "[LLMDataDist.init]",
+            f"Failed to initialize llm datadist, options = {options}",
+            native.init_map,
+            self._engine_options,
+        )
+        self._native = native
+        self._kv_cache_manager = KvCacheManager(native, self._role)
+        LLMDataDist.llm_engine_instance = self
+        self._is_initialized = True
+
+    def finalize(self) -> None:
+        """Releases everything; idempotent. Unfinished transfers end with an error."""
+        if not self._is_initialized:
+            return
+        try:
+            self._native.finalize()
+        finally:
+            if self._kv_cache_manager is not None:
+                self._kv_cache_manager._initialized = False
+            self._is_initialized = False
+            if LLMDataDist.llm_engine_instance is self:
+                LLMDataDist.llm_engine_instance = None
+
+    def _check_is_inited(self) -> None:
+        if not self._is_initialized:
+            raise RuntimeError("llm datadist is not initialized")
+
+    def _check_is_cache_mgr_mode(self, func_name: str) -> None:
+        raise_if_false(
+            self._enable_cache_mgr,
+            "{0} is not supported when llm.EnableCacheManager is not configured.",
+            func_name,
+        )
+
+    def _check_is_not_cache_mgr_mode(self, func_name: str) -> None:
+        raise_if_false(
+            not self._enable_cache_mgr,
+            "{0} is not supported when llm.EnableCacheManager is configured.",
+            func_name,
+        )
+
+    # -- properties --------------------------------------------------------
+
+    @property
+    def cluster_id(self) -> int:
+        """The cluster id given at construction."""
+        return self._cluster_id
+
+    @property
+    def kv_cache_manager(self) -> KvCacheManager:
+        """The ``KvCacheManager`` (KvCacheManager mode)."""
+        self._check_is_inited()
+        self._check_is_not_cache_mgr_mode("kv_cache_manager")
+        assert self._kv_cache_manager is not None
+        return self._kv_cache_manager
+
+    @property
+    def cache_manager(self) -> Any:
+        """CacheManager mode only: ``LLMException(LLM_PARAM_INVALID)`` in KvCacheManager mode."""
+        self._check_is_inited()
+        self._check_is_cache_mgr_mode("cache_manager")
+        raise LLMException(
+            "CacheManager mode is not supported by kvdist yet",
+            status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
+        )
+
+    # -- links -------------------------------------------------------------
+
+    @staticmethod
+    def _check_link_args(clusters: Any, timeout: Any) -> None:
+        check_int32("timeout", timeout)
+        raise_if_false(timeout > 0, "Param timeout should be greater than 0.")
+        check_isinstance("clusters", clusters, [list, tuple], LLMClusterInfo, allow_none=False)
+
+    def link_clusters(
+        self,
+        clusters: list[LLMClusterInfo] | tuple[LLMClusterInfo, ...],
+        timeout: int = 3000,
+    ) -> tuple[LLMStatusCode, list[LLMStatusCode]]:
+        """Links to PROMPT clusters (DECODER side; ip/port = ``remote_ip_info_list[0]``).
+
+        Returns the overall code and one code per cluster; link failures are
+        returned, not raised. At most 16 clusters per call.
+        """
+        self._check_is_inited()
+        self._check_link_args(clusters, timeout)
+        native_clusters = [_native_cluster(cluster) for cluster in clusters]
+        ret, rets = _native.call("[link_clusters]", "", self._native.link, native_clusters, timeout)
+        return code_2_status(ret), [code_2_status(code) for code in rets]
+
+    def unlink_clusters(
+        self,
+        clusters: list[LLMClusterInfo] | tuple[LLMClusterInfo, ...],
+        timeout: int = 3000,
+        force: bool = False,
+    ) -> tuple[LLMStatusCode, list[LLMStatusCode]]:
+        """Unlinks clusters; returns the overall code and one code per cluster.
+
+        kvdist always tears down both ends when the peer is reachable, and the
+        local end alone otherwise, so ``force`` is accepted and checked only.
+        """
+        self._check_is_inited()
+        self._check_link_args(clusters, timeout)
+        check_isinstance("force", force, bool)
+        native_clusters = [_native_cluster(cluster) for cluster in clusters]
+        ret, rets = _native.call(
+            "[unlink_clusters]", "", self._native.unlink, native_clusters, timeout
+        )
+        return code_2_status(ret), [code_2_status(code) for code in rets]
+
+    def check_link_status(self, remote_cluster_id: int) -> None:
+        """Raises ``LLMException`` unless ``remote_cluster_id`` is linked and alive."""
+        self._check_is_inited()
+        self._check_is_not_cache_mgr_mode("check_link_status")
+        check_uint64("remote_cluster_id", remote_cluster_id)
+        code, message = _native.call(
+            "[check_link_status]", "", self._native.check_link, remote_cluster_id
+        )
+        info = f"remote_cluster_id is {remote_cluster_id}"
+        if message:
+            info = f"{info}, {str(message).rstrip('.')}"
+        handle_llm_status(code, "[check_link_status]", info)
+
+    def switch_role(self, role: LLMRole, switch_options: dict[str, str] | None = None) -> None:
+        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``.
+
+        The original's argument checks run first (same role, a PROMPT needs
+        ``llm.listenIpInfo``).
+        """
+        self._check_is_inited()
+        check_isinstance("role", role, LLMRole, allow_none=False)
+        raise_if_false(self._role != role, f"role not changed, role = {role.name}")
+        check_isinstance("switch_options", switch_options, dict)
+        options = dict(switch_options) if switch_options is not None else {}
+        if role == LLMRole.PROMPT:
+            raise_if_false(
+                "llm.listenIpInfo" in options,
+                'Failed to switch to Prompt, option "llm.listenIpInfo" must be specified',
+            )
+        raise LLMException(
+            "[switch_role] failed, switch_role is not supported by kvdist yet",
+            status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
+        )
+
+    # -- CacheManager mode only ----------------------------------------------
+
+    def link(self, comm_name: str, cluster_rank_info: dict[int, int], rank_table: str) -> int:
+        """CacheManager mode only (``LLMException(LLM_PARAM_INVALID)`` here)."""
+        self._check_is_inited()
+        self._check_is_cache_mgr_mode("link")
+        raise LLMException(
+            "link is not supported", status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED
+        )
+
+    def unlink(self, comm_id: int) -> None:
+        """CacheManager mode only (``LLMException(LLM_PARAM_INVALID)`` here)."""
+        self._check_is_inited()
+        self._check_is_cache_mgr_mode("unlink")
+        raise LLMException(
+            "unlink is not supported", status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED
+        )
+
+    def query_register_mem_status(self, comm_id: int) -> RegisterMemStatus:
+        """CacheManager mode only (``LLMException(LLM_PARAM_INVALID)`` here)."""
+        self._check_is_inited()
+        self._check_is_cache_mgr_mode("query_register_mem_status")
+        raise LLMException(
+            "query_register_mem_status is not supported",
+            status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
+        )
+
+
+def _shutdown_handler() -> None:
+    instance = LLMDataDist.llm_engine_instance
+    if instance is not None:
+        try:
+            instance.finalize()
+        except Exception as exc:  # noqa: BLE001 - only logged at exit, as in the original
+            _log.warning("error occurred while finalize llm datadist: %s", exc)
+
+
+atexit.register(_shutdown_handler)

@@ -1,0 +1,772 @@
+"""Value types of the ``llm_datadist`` API (reference §3, §7, §8, §10.4-10.6)."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from enum import Enum, IntEnum
+from typing import TYPE_CHECKING, Any
+
+from llm_datadist._checks import (
+    check_int32,
+    check_int64,
+    check_isinstance,
+    check_list_uint64,
+    check_uint32,
+    check_uint64,
+)
+from llm_datadist.data_type import DataType, data_type_size
+from llm_datadist.status import (
+    LLMStatusCode,
+    code_2_status,
+    raise_if_false,
+    raise_if_true,
+)
+
+if TYPE_CHECKING:
+    from llm_datadist.kv_cache_manager import KvCacheManager
+
+__all__ = [
+    "Placement",
+    "RegisterMemStatus",
+    "Memtype",
+    "MemInfo",
+    "CacheDesc",
+    "CacheKey",
+    "CacheKeyByIdAndIndex",
+    "BlocksCacheKey",
+    "KvCache",
+    "Cache",
+    "LayerSynchronizer",
+    "TransferConfig",
+    "TransferWithCacheKeyConfig",
+    "CacheTask",
+]
+
+_INVALID_ID = 2**64 - 1
+
+
+class Placement(IntEnum):
+    """Where a cache lives: ``DEVICE`` (allocated by kvdist) or ``HOST`` (user memory)."""
+
+    HOST = 0
+    DEVICE = 1
+
+    def __str__(self) -> str:
+        return f"{self.__class__.__name__}.{self.name}"
+
+
+class RegisterMemStatus(Enum):
+    """Registration state of memory (CacheManager mode)."""
+
+    OK = 0
+    PREPARING = 1
+    FAILED = 2
+
+
+class Memtype(Enum):
+    """Memory type of a ``MemInfo`` (CacheManager mode)."""
+
+    MEM_TYPE_DEVICE = 0
+    MEM_TYPE_HOST = 1
+
+
+class MemInfo:
+    """A memory range ``(mem_type, addr, size)`` (CacheManager mode)."""
+
+    def __init__(self, mem_type: Memtype, addr: int, size: int) -> None:
+        check_isinstance("mem_type", mem_type, Memtype, allow_none=False)
+        check_uint64("addr", addr)
+        check_uint64("size", size)
+        self._mem_type = mem_type
+        self._addr = addr
+        self._size = size
+
+    @property
+    def mem_type(self) -> Memtype:
+        """The ``Memtype``."""
+        return self._mem_type
+
+    @property
+    def addr(self) -> int:
+        """Start address."""
+        return self._addr
+
+    @property
+    def size(self) -> int:
+        """Length in bytes."""
+        return self._size
+
+    def __repr__(self) -> str:
+        return f"MemInfo(mem_type={self._mem_type}, addr={self._addr}, size={self._size})"
+
+
+class CacheDesc:
+    """Describes ``num_tensors`` tensors of one ``shape`` and ``data_type``.
+
+    Layer-wise APIs order tensors K0, V0, K1, V1, ...: layer ``l`` is tensors
+    ``2l`` and ``2l+1``. For a blocks (PA) cache ``shape[0]`` is the number of
+    blocks.
+    """
+
+    def __init__(
+        self,
+        num_tensors: int,
+        shape: list[int] | tuple[int, ...],
+        data_type: DataType,
+        placement: Placement = Placement.DEVICE,
+        batch_dim_index: int = 0,
+        seq_len_dim_index: int = -1,
+        kv_tensor_format: str | None = None,
+    ) -> None:
+        check_uint32("num_tensors", num_tensors)
+        check_isinstance("shape", shape, [list, tuple], int, allow_none=False)
+        for dim in shape:
+            check_int64("shape", dim)
+        check_isinstance("data_type", data_type, DataType, allow_none=False)
+        check_isinstance("placement", placement, Placement, allow_none=False)
+        check_isinstance("batch_dim_index", batch_dim_index, int, allow_none=False)
+        check_int32("seq_len_dim_index", seq_len_dim_index)
+        check_isinstance("kv_tensor_format", kv_tensor_format, str)
+        raise_if_false(
+            0 <= batch_dim_index < len(shape),
+            "batch_dim_index ({0}) out of range [0, {1})",
+            batch_dim_index,
+            len(shape),
+        )
+        raise_if_false(
+            seq_len_dim_index == -1 or 0 <= seq_len_dim_index < len(shape),
+            "seq_len_dim_index ({0}) out of range [0, {1})",
+            seq_len_dim_index,
+            len(shape),
+        )
+        self._num_tensors = num_tensors
+        self._shape = list(shape)
+        self._data_type = data_type
+        self._placement = placement
+        self._batch_dim_index = batch_dim_index
+        self._seq_len_dim_index = seq_len_dim_index
+        self._kv_tensor_format = kv_tensor_format
+        self._size: int | None = None
+
+    @property
+    def num_tensors(self) -> int:
+        """Number of tensors (2 per layer for layer-wise APIs)."""
+        return self._num_tensors
+
+    @property
+    def shape(self) -> list[int]:
+        """Shape of each tensor."""
+        return self._shape
+
+    @property
+    def data_type(self) -> DataType:
+        """Element type."""
+        return self._data_type
+
+    @property
+    def placement(self) -> Placement:
+        """``DEVICE`` for kvdist-allocated caches, ``HOST`` for user memory."""
+        return self._placement
+
+    @property
+    def batch_dim(self) -> int:
+        """Index of the batch dimension in ``shape``."""
+        return self._batch_dim_index
+
+    @property
+    def batch_size(self) -> int:
+        """``shape[batch_dim]`` (the number of blocks for a blocks cache)."""
+        return self._shape[self._batch_dim_index]
+
+    @property
+    def seq_len_dim_index(self) -> int:
+        """Index of the sequence dimension, or -1."""
+        return self._seq_len_dim_index
+
+    @property
+    def kv_tensor_format(self) -> str | None:
+        """Tensor format string (informational)."""
+        return self._kv_tensor_format
+
+    @property
+    def size(self) -> int:
+        """Bytes of ONE tensor."""
+        if self._size is None:
+            elem = data_type_size(self._data_type)
+            raise_if_true(
+                elem < 0 or any(dim < 0 for dim in self._shape),
+                "Failed to calc tensor size, shape = {0}, data_type = {1}",
+                self._shape,
+                self._data_type,
+            )
+            self._size = math.prod(self._shape) * elem
+        return self._size
+
+    def update_dim(self, dim_index: int, dim_value: int) -> None:
+        """Sets ``shape[dim_index] = dim_value``."""
+        check_isinstance("dim_index", dim_index, int, allow_none=False)
+        check_int64("dim_value", dim_value)
+        raise_if_false(
+            0 <= dim_index < len(self._shape),
+            "dim_index ({0}) out of range [0, {1})",
+            dim_index,
+            len(self._shape),
+        )
+        self._shape[dim_index] = dim_value
+        self._size = None
+
+    def __repr__(self) -> str:
+        return (
+            f"CacheDesc(num_tensors={self._num_tensors}, shape={self._shape}, "
+            f"data_type={self._data_type}, placement={self._placement}, "
+            f"batch_dim_index={self._batch_dim_index}, "
+            f"seq_len_dim_index={self._seq_len_dim_index}, "
+            f"kv_tensor_format={self._kv_tensor_format})"
+        )
+
+
+class CacheKey:
+    """Key of a PROMPT cache for ``pull_cache``.
+
+    ``CacheKey(prompt_cluster_id|cluster_id, req_id, model_id=0, prefix_id=2**64-1)``.
+    """
+
+    _KEYWORDS = ("prompt_cluster_id", "cluster_id", "req_id", "model_id", "prefix_id")
+
+    def __init__(self, *args: int, **kwargs: int) -> None:
+        raise_if_false(len(args) <= 4, "CacheKey accepts at most 4 positional args")
+        for key in kwargs:
+            raise_if_false(key in self._KEYWORDS, "unknown keyword argument: {0}", key)
+        values: dict[str, Any] = {}
+        names = ("cluster_id", "req_id", "model_id", "prefix_id")
+        for name, value in zip(names, args):
+            values[name] = value
+        if "prompt_cluster_id" in kwargs:
+            raise_if_true(
+                "cluster_id" in kwargs or "cluster_id" in values,
+                "only one of prompt_cluster_id and cluster_id may be given",
+            )
+            values["cluster_id"] = kwargs["prompt_cluster_id"]
+        for name in names:
+            if name in kwargs:
+                raise_if_true(name in values, "got multiple values for argument {0}", name)
+                values[name] = kwargs[name]
+        raise_if_false("cluster_id" in values, "prompt_cluster_id or cluster_id is required")
+        raise_if_false("req_id" in values, "req_id is required")
+        values.setdefault("model_id", 0)
+        values.setdefault("prefix_id", _INVALID_ID)
+        for name in names:
+            check_uint64(name, values[name])
+        self._cluster_id: int = values["cluster_id"]
+        self._req_id: int = values["req_id"]
+        self._model_id: int = values["model_id"]
+        self._prefix_id: int = values["prefix_id"]
+
+    @property
+    def cluster_id(self) -> int:
+        """Cluster id of the PROMPT holding the cache."""
+        return self._cluster_id
+
+    @property
+    def prompt_cluster_id(self) -> int:
+        """Alias of ``cluster_id``."""
+        return self._cluster_id
+
+    @property
+    def req_id(self) -> int:
+        """Request id (2**64-1 = invalid)."""
+        return self._req_id
+
+    @property
+    def model_id(self) -> int:
+        """Model id."""
+        return self._model_id
+
+    @property
+    def prefix_id(self) -> int:
+        """Prefix id (2**64-1 = invalid)."""
+        return self._prefix_id
+
+    def __repr__(self) -> str:
+        return (
+            f"CacheKey(prompt_cluster_id={self._cluster_id}, req_id={self._req_id}, "
+            f"model_id={self._model_id}, prefix_id={self._prefix_id})"
+        )
+
+
+class CacheKeyByIdAndIndex:
+    """Addresses a remote cache by ``(cluster_id, cache_id, batch_index)``."""
+
+    def __init__(self, cluster_id: int, cache_id: int, batch_index: int = 0) -> None:
+        check_uint64("cluster_id", cluster_id)
+        check_int64("cache_id", cache_id)
+        check_uint32("batch_index", batch_index)
+        self._cluster_id = cluster_id
+        self._cache_id = cache_id
+        self._batch_index = batch_index
+
+    @property
+    def cluster_id(self) -> int:
+        """Cluster id of the cache owner."""
+        return self._cluster_id
+
+    @property
+    def cache_id(self) -> int:
+        """Cache id at the owner."""
+        return self._cache_id
+
+    @property
+    def batch_index(self) -> int:
+        """Batch index inside the cache."""
+        return self._batch_index
+
+    def __repr__(self) -> str:
+        return (
+            f"CacheKeyByIdAndIndex(cluster_id={self._cluster_id}, cache_id={self._cache_id}, "
+            f"batch_index={self._batch_index})"
+        )
+
+
+class BlocksCacheKey:
+    """Key of a PROMPT blocks cache.
+
+    ``BlocksCacheKey(prompt_cluster_id|cluster_id, model_id=0)``.
+    """
+
+    def __init__(self, *args: int, **kwargs: int) -> None:
+        raise_if_false(len(args) + len(kwargs) <= 2, "BlocksCacheKey accepts at most 2 params")
+        for key in kwargs:
+            raise_if_false(
+                key in ("prompt_cluster_id", "cluster_id", "model_id"),
+                "unknown keyword argument: {0}",
+                key,
+            )
+        cluster_id: Any = args[0] if args else None
+        model_id: Any = args[1] if len(args) > 1 else 0
+        for key in ("prompt_cluster_id", "cluster_id"):
+            if key in kwargs:
+                raise_if_true(cluster_id is not None, "got multiple values for cluster_id")
+                cluster_id = kwargs[key]
+        if "model_id" in kwargs:
+            raise_if_true(len(args) > 1, "got multiple values for model_id")
+            model_id = kwargs["model_id"]
+        raise_if_true(cluster_id is None, "prompt_cluster_id or cluster_id is required")
+        check_isinstance("cluster_id", cluster_id, int)
+        check_isinstance("model_id", model_id, int)
+        self._cluster_id: int = cluster_id
+        self._model_id: int = model_id
+
+    @property
+    def cluster_id(self) -> int:
+        """Cluster id of the PROMPT holding the blocks."""
+        return self._cluster_id
+
+    @property
+    def prompt_cluster_id(self) -> int:
+        """Alias of ``cluster_id``."""
+        return self._cluster_id
+
+    @property
+    def model_id(self) -> int:
+        """Model id."""
+        return self._model_id
+
+    def __repr__(self) -> str:
+        return f"BlocksCacheKey(prompt_cluster_id={self._cluster_id}, model_id={self._model_id})"
+
+
+class KvCache:
+    """A cache of a ``KvCacheManager`` (created by the manager, not by users).
+
+    ``per_device_tensor_addrs[0]`` holds the ``num_tensors`` addresses (host
+    virtual addresses of this process on CPU hosts).
+    """
+
+    def __init__(
+        self,
+        cache_id: int,
+        cache_desc: CacheDesc,
+        per_device_tensor_addrs: list[list[int]],
+        kv_cache_manager: KvCacheManager | None = None,
+    ) -> None:
+        self._cache_id = cache_id
+        self._cache_desc = cache_desc
+        self._per_device_tensor_addrs = per_device_tensor_addrs
+        self._kv_cache_manager = kv_cache_manager
+        self._is_blocks = False
+        self._valid = True
+
+    @property
+    def cache_id(self) -> int:
+        """Id of the cache inside its manager (-1 for ``create_cpu_cache``)."""
+        return self._cache_id
+
+    @property
+    def cache_desc(self) -> CacheDesc:
+        """The ``CacheDesc`` it was created with."""
+        return self._cache_desc
+
+    @property
+    def per_device_tensor_addrs(self) -> list[list[int]]:
+        """Tensor addresses per device (one device on CPU hosts)."""
+        return self._per_device_tensor_addrs
+
+    @property
+    def is_blocks_cache(self) -> bool:
+        """True for caches from ``allocate_blocks_cache``."""
+        return self._is_blocks
+
+    @classmethod
+    def create_cpu_cache(cls, cache_desc: CacheDesc, addrs: list[int] | list[list[int]]) -> KvCache:
+        """Wraps user memory (``Placement.HOST``) as a ``KvCache`` (for ``swap_blocks``)."""
+        check_isinstance("cache_desc", cache_desc, CacheDesc, allow_none=False)
+        raise_if_false(
+            cache_desc.placement == Placement.HOST,
+            "cache_desc.placement must be Placement.HOST, but got {0}",
+            cache_desc.placement,
+        )
+        check_isinstance("addrs", addrs, list, allow_none=False)
+        raise_if_false(len(addrs) > 0, "addrs can not be empty")
+        if all(isinstance(addr, int) for addr in addrs):
+            check_list_uint64("addrs", addrs)
+            raise_if_false(
+                len(addrs) == cache_desc.num_tensors,
+                "len(addrs) ({0}) != num_tensors ({1})",
+                len(addrs),
+                cache_desc.num_tensors,
+            )
+            per_device: list[list[int]] = [list(addrs)]  # type: ignore[arg-type]
+        elif all(isinstance(addr, list) for addr in addrs):
+            per_device = []
+            for inner in addrs:
+                check_isinstance("addrs", inner, list, int, allow_none=False)
+                check_list_uint64("addrs", inner)  # type: ignore[arg-type]
+                raise_if_false(
+                    len(inner) == cache_desc.num_tensors,  # type: ignore[arg-type]
+                    "len(addrs[i]) ({0}) != num_tensors ({1})",
+                    len(inner),  # type: ignore[arg-type]
+                    cache_desc.num_tensors,
+                )
+                per_device.append(list(inner))  # type: ignore[arg-type]
+        else:
+            raise TypeError("addrs only support List[int] or List[List[int]].")
+        return cls(-1, cache_desc, per_device, None)
+
+    def __del__(self) -> None:
+        """Frees the cache if the user did not, while its manager is initialised."""
+        try:
+            manager = self._kv_cache_manager
+            if self._valid and manager is not None and manager.is_initialized():
+                manager.deallocate_cache(self)
+        except Exception:  # noqa: BLE001 - never raise from __del__
+            pass
+
+    def __repr__(self) -> str:
+        return (
+            f"KvCache(cache_id={self._cache_id}, cache_desc={self._cache_desc}, "
+            f"per_device_tensor_addrs={self._per_device_tensor_addrs})"
+        )
+
+
+class Cache:
+    """A cache of CacheManager mode (``tensor_addrs``, ``is_blocks_cache``)."""
+
+    def __init__(
+        self,
+        cache_id: int,
+        cache_desc: CacheDesc,
+        tensor_addrs: list[int],
+        cache_manager: Any = None,
+        is_blocks_cache: bool = False,
+    ) -> None:
+        self._cache_id = cache_id
+        self._cache_desc = cache_desc
+        self._tensor_addrs = tensor_addrs
+        self._cache_manager = cache_manager
+        self._is_blocks_cache = is_blocks_cache
+
+    @property
+    def cache_id(self) -> int:
+        """Id of the cache (-1 for ``create_cpu_cache``)."""
+        return self._cache_id
+
+    @property
+    def cache_desc(self) -> CacheDesc:
+        """The ``CacheDesc``."""
+        return self._cache_desc
+
+    @property
+    def tensor_addrs(self) -> list[int]:
+        """One address per tensor."""
+        return self._tensor_addrs
+
+    @property
+    def is_blocks_cache(self) -> bool:
+        """True for blocks (PA) caches."""
+        return self._is_blocks_cache
+
+    @classmethod
+    def create_cpu_cache(cls, cache_desc: CacheDesc, addrs: list[int]) -> Cache:
+        """Wraps user memory (``Placement.HOST``) as a ``Cache``."""
+        check_isinstance("cache_desc", cache_desc, CacheDesc, allow_none=False)
+        raise_if_false(
+            cache_desc.placement == Placement.HOST,
+            "cache_desc.placement must be Placement.HOST, but got {0}",
+            cache_desc.placement,
+        )
+        check_isinstance("addrs", addrs, list, int, allow_none=False)
+        raise_if_false(len(addrs) > 0, "addrs can not be empty")
+        check_list_uint64("addrs", addrs)
+        return cls(-1, cache_desc, list(addrs))
+
+    def __repr__(self) -> str:
+        return (
+            f"Cache(cache_id={self._cache_id}, cache_desc={self._cache_desc}, "
+            f"tensor_addrs={self._tensor_addrs})"
+        )
+
+
+class LayerSynchronizer(ABC):
+    """Implemented by the caller: says when a layer of the source is ready."""
+
+    @abstractmethod
+    def synchronize_layer(self, layer_index: int, timeout_in_millis: int | None) -> bool:
+        """Blocks until layer ``layer_index`` is computed; True = send it."""
+
+
+def _check_layer_range(name: str, layer_range: Any) -> None:
+    check_isinstance(name, layer_range, range)
+    if layer_range is not None:
+        raise_if_false(layer_range.step == 1, "{0} step must be 1, but got {1}", name, layer_range)
+        raise_if_false(
+            0 <= layer_range.start < layer_range.stop,
+            "{0} must satisfy 0 <= start < stop, but got {1}",
+            name,
+            layer_range,
+        )
+
+
+class TransferConfig:
+    """One destination of ``transfer_cache_async``.
+
+    ``dst_addrs`` holds 2 addresses per transferred layer (K then V), in the
+    destination process; ``src_layer_range`` None = every layer.
+    """
+
+    def __init__(
+        self,
+        dst_cluster_id: int,
+        dst_addrs: list[int] | tuple[int, ...],
+        src_layer_range: range | None = None,
+        src_batch_index: int = 0,
+    ) -> None:
+        self.dst_cluster_id = dst_cluster_id
+        self.dst_addrs = dst_addrs
+        self.src_layer_range = src_layer_range
+        self.src_batch_index = src_batch_index
+        self.dst_layer_range: range | None = None
+
+    @property
+    def dst_cluster_id(self) -> int:
+        """Cluster id of the destination (uint64)."""
+        return self._dst_cluster_id
+
+    @dst_cluster_id.setter
+    def dst_cluster_id(self, dst_cluster_id: int) -> None:
+        check_uint64("dst_cluster_id", dst_cluster_id)
+        self._dst_cluster_id = dst_cluster_id
+
+    @property
+    def dst_addrs(self) -> list[int] | tuple[int, ...]:
+        """Destination addresses, ``2 * len(src_layer_range)`` of them."""
+        return self._dst_addrs
+
+    @dst_addrs.setter
+    def dst_addrs(self, dst_addrs: list[int] | tuple[int, ...]) -> None:
+        check_isinstance("dst_addrs", dst_addrs, [list, tuple], int, allow_none=False)
+        check_list_uint64("dst_addrs", dst_addrs)
+        self._dst_addrs = dst_addrs
+
+    @property
+    def src_layer_range(self) -> range | None:
+        """Source layers to send (step 1), None = all."""
+        return self._src_layer_range
+
+    @src_layer_range.setter
+    def src_layer_range(self, src_layer_range: range | None) -> None:
+        _check_layer_range("src_layer_range", src_layer_range)
+        self._src_layer_range = src_layer_range
+
+    @property
+    def src_batch_index(self) -> int:
+        """Batch index of the source slice (contiguous caches)."""
+        return self._src_batch_index
+
+    @src_batch_index.setter
+    def src_batch_index(self, src_batch_index: int) -> None:
+        check_uint32("src_batch_index", src_batch_index)
+        self._src_batch_index = src_batch_index
+
+    def __repr__(self) -> str:
+        return (
+            f"TransferConfig(dst_cluster_id={self._dst_cluster_id}, dst_addrs={self._dst_addrs}, "
+            f"src_layer_range={self._src_layer_range}, src_batch_index={self._src_batch_index})"
+        )
+
+
+class TransferWithCacheKeyConfig:
+    """A destination given by cache key (CacheManager mode, remote cache accessible)."""
+
+    def __init__(
+        self,
+        cache_key: BlocksCacheKey | CacheKeyByIdAndIndex,
+        src_layer_range: range,
+        dst_layer_range: range,
+        src_batch_index: int = 0,
+    ) -> None:
+        check_isinstance(
+            "cache_key", cache_key, [BlocksCacheKey, CacheKeyByIdAndIndex], allow_none=False
+        )
+        _check_layer_range("src_layer_range", src_layer_range)
+        _check_layer_range("dst_layer_range", dst_layer_range)
+        check_uint32("src_batch_index", src_batch_index)
+        self.cache_key = cache_key
+        self.src_layer_range = src_layer_range
+        self.dst_layer_range = dst_layer_range
+        self.src_batch_index = src_batch_index
+
+    def __repr__(self) -> str:
+        return (
+            f"TransferWithCacheKeyConfig(cache_key={self.cache_key}, "
+            f"src_layer_range={self.src_layer_range}, dst_layer_range={self.dst_layer_range}, "
+            f"src_batch_index={self.src_batch_index})"
+        )
+
+
+class CacheTask:
+    """Handle of one ``transfer_cache_async`` call."""
+
+    def __init__(
+        self,
+        native_task: Any,
+        num_configs: int,
+        timeout_code: LLMStatusCode = LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT,
+        keep_alive: tuple[Any, ...] = (),
+    ) -> None:
+        self._task = native_task
+        self._num_configs = num_configs
+        self._timeout_code = timeout_code
+        self._keep_alive = keep_alive
+
+    def synchronize(self, timeout_in_millis: int | None = None) -> LLMStatusCode:
+        """Waits (None: until the end) and returns the task's status.
+
+        While still running after the timeout: ``LLM_WAIT_PROCESS_TIMEOUT``;
+        else the first result that is neither SUCCESS nor None, else SUCCESS.
+        """
+        if timeout_in_millis is not None:
+            check_uint32("timeout_in_millis", timeout_in_millis)
+        code = self._task.synchronize(timeout_in_millis)
+        if code == LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT:
+            return self._timeout_code
+        return code_2_status(code)
+
+    def get_results(self, timeout_in_millis: int | None = None) -> list[LLMStatusCode | None]:
+        """One entry per config: SUCCESS, an error code, or None (never attempted).
+
+        While still running after the timeout: the timeout code for every config.
+        """
+        if timeout_in_millis is not None:
+            check_uint32("timeout_in_millis", timeout_in_millis)
+        results = self._task.get_results(timeout_in_millis)
+        if results and all(r == LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT for r in results):
+            return [self._timeout_code] * len(results)
+        return [None if r is None else code_2_status(r) for r in results]
+
+    def result_message(self, index: int) -> str:
+        """Return (kvdist extension) the message explaining config ``index``'s error."""
+        check_uint32("index", index)
+        raise_if_false(index < self._num_configs, "index ({0}) out of range", index)
+        return str(self._task.result_message(index))
+
+    def __repr__(self) -> str:
+        return f"CacheTask(num_configs={self._num_configs})"
+
+
+class TensorDesc:
+    """Describes a tensor: ``TensorDesc(dtype, shape)``."""
+
+    def __init__(self, dtype: DataType, shape: list[int] | tuple[int, ...]) -> None:
+        check_isinstance("dtype", dtype, DataType)
+        check_isinstance("shape", shape, [list, tuple], int)
+        self._dtype = dtype
+        self._shape = list(shape)
+
+    @property
+    def dtype(self) -> DataType:
+        """Element type."""
+        return self._dtype
+
+    @property
+    def shape(self) -> list[int]:
+        """Shape."""
+        return self._shape
+
+    def __str__(self) -> str:
+        return f"TensorDesc(dtype={self._dtype}, shape={self._shape})"
+
+
+class Tensor:
+    """A host tensor: ``Tensor(data: numpy.ndarray | Tensor, tensor_desc=None)``."""
+
+    def __init__(self, data: Any, tensor_desc: TensorDesc | None = None) -> None:
+        check_isinstance("tensor_desc", tensor_desc, TensorDesc)
+        if isinstance(data, Tensor):
+            self._data = data._data
+            self._tensor_desc: TensorDesc = data._tensor_desc
+            return
+        import numpy as np  # optional dependency, only for Tensor
+
+        check_isinstance("data", data, [np.ndarray, Tensor], allow_none=False)
+        if tensor_desc is not None and list(data.shape) != tensor_desc.shape:
+            raise RuntimeError(
+                f"The shape of data:{data.shape} is not same as tensor_desc "
+                f"shape:{tensor_desc.shape}"
+            )
+        self._data = np.ascontiguousarray(data)
+        self._tensor_desc = tensor_desc or TensorDesc(_np_to_dtype(data.dtype), list(data.shape))
+
+    @property
+    def tensor_desc(self) -> TensorDesc:
+        """The ``TensorDesc``."""
+        return self._tensor_desc
+
+    def numpy(self, copy: bool = False) -> Any:
+        """The data as a numpy array (a copy if ``copy``)."""
+        check_isinstance("copy", copy, bool)
+        return self._data.copy() if copy else self._data
+
+    def __str__(self) -> str:
+        return f"Tensor({self._data},tensor_desc={self._tensor_desc})"
+
+
+def _np_to_dtype(np_dtype: Any) -> DataType:
+    names = {
+        "float32": DataType.DT_FLOAT,
+        "float16": DataType.DT_FLOAT16,
+        "int8": DataType.DT_INT8,
+        "int16": DataType.DT_INT16,
+        "uint16": DataType.DT_UINT16,
+        "uint8": DataType.DT_UINT8,
+        "int32": DataType.DT_INT32,
+        "int64": DataType.DT_INT64,
+        "uint32": DataType.DT_UINT32,
+        "uint64": DataType.DT_UINT64,
+        "bool": DataType.DT_BOOL,
+        "float64": DataType.DT_DOUBLE,
+    }
+    dtype = names.get(str(np_dtype))
+    if dtype is None:
+        raise RuntimeError(f"The dtype of data:{np_dtype} is not valid")
+    return dtype

@@ -1,0 +1,388 @@
+// kvdist._kvdist: the Python binding of libkvdist. Conversion only: every
+// behaviour lives in the C++ library. Blocking calls release the GIL; the
+// synchronizer is called from kvdist's worker thread with the GIL taken
+// only for the call.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "kvdist/kvdist.h"
+
+namespace py = pybind11;
+
+namespace {
+
+using kvdist::Status;
+using kvdist::StatusCode;
+
+// KvdistError(RuntimeError) with .code (int) and .message (str); created at
+// import, kept for the life of the process.
+PyObject* g_error_type = nullptr;
+
+[[noreturn]] void raise_status(const Status& s) {
+  py::object type = py::reinterpret_borrow<py::object>(g_error_type);
+  py::object err = type(py::str(s.to_string()));
+  err.attr("code") = py::int_(static_cast<int64_t>(s.code()));
+  err.attr("message") = py::str(s.message());
+  PyErr_SetObject(g_error_type, err.ptr());
+  throw py::error_already_set();
+}
+
+void check(const Status& s) {
+  if (!s.ok()) raise_status(s);
+}
+
+bool interpreter_alive() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsInitialized() && !Py_IsFinalizing();
+#else
+  return Py_IsInitialized() && !_Py_IsFinalizing();
+#endif
+}
+
+// A Python callable (layer, timeout_ms | None) -> bool as a LayerSynchronizer.
+class PySynchronizer : public kvdist::LayerSynchronizer {
+ public:
+  explicit PySynchronizer(py::object fn) : fn_(std::make_unique<py::object>(std::move(fn))) {}
+  ~PySynchronizer() override {
+    if (!interpreter_alive()) {
+      (void)fn_.release();  // cannot touch Python objects any more: leak
+      return;
+    }
+    py::gil_scoped_acquire gil;
+    fn_.reset();
+  }
+  bool synchronize_layer(uint32_t layer, std::optional<int32_t> timeout_ms) override {
+    if (!interpreter_alive()) throw std::runtime_error("the Python interpreter is shutting down");
+    py::gil_scoped_acquire gil;
+    try {
+      py::object timeout = timeout_ms ? py::object(py::int_(*timeout_ms)) : py::object(py::none());
+      py::object answer = (*fn_)(layer, timeout);
+      return PyObject_IsTrue(answer.ptr()) == 1;
+    } catch (py::error_already_set& e) {
+      // "ValueError: boom", without the traceback pybind11 appends.
+      std::string what = py::str(e.type().attr("__name__")).cast<std::string>() + ": " +
+                         py::str(e.value()).cast<std::string>();
+      throw std::runtime_error(what);
+    }
+  }
+
+ private:
+  std::unique_ptr<py::object> fn_;
+};
+
+kvdist::CacheDesc make_desc(uint32_t num_tensors, const std::vector<int64_t>& shape, int dtype,
+                            int placement, int batch_dim, int seq_dim) {
+  kvdist::CacheDesc d;
+  d.num_tensors = num_tensors;
+  d.shape = shape;
+  d.data_type = static_cast<kvdist::DataType>(dtype);
+  d.placement = static_cast<kvdist::Placement>(placement);
+  d.batch_dim_index = batch_dim;
+  d.seq_len_dim_index = seq_dim;
+  return d;
+}
+
+using Cluster = std::tuple<uint64_t, std::string, uint16_t>;
+using ConfigTuple = std::tuple<uint64_t, std::vector<uint64_t>, std::optional<uint32_t>,
+                               std::optional<uint32_t>, uint32_t>;
+
+std::vector<kvdist::ClusterInfo> to_clusters(const std::vector<Cluster>& in) {
+  std::vector<kvdist::ClusterInfo> out;
+  for (const auto& [id, ip, port] : in) out.push_back(kvdist::ClusterInfo{id, ip, port});
+  return out;
+}
+
+std::tuple<int64_t, std::vector<int64_t>> link_result(const kvdist::LinkResult& r) {
+  std::vector<int64_t> codes;
+  for (StatusCode c : r.per_cluster) codes.push_back(static_cast<int64_t>(c));
+  return {static_cast<int64_t>(r.status), codes};
+}
+
+std::optional<int64_t> code_or_none(const std::optional<StatusCode>& c) {
+  if (!c) return std::nullopt;
+  return static_cast<int64_t>(*c);
+}
+
+class PyDataDist {
+ public:
+  PyDataDist(int role, uint64_t cluster_id)
+      : dd_(std::make_unique<kvdist::DataDist>(static_cast<kvdist::Role>(role), cluster_id)) {}
+
+  void init_map(const std::map<std::string, std::string>& options) {
+    auto o = kvdist::Options::from_map(dd_->role(), options);
+    if (!o.ok()) raise_status(o.status());
+    init_with(o.value());
+  }
+  void init(const std::string& listen, int32_t sync_kv_timeout_ms, int32_t transfer_timeout_ms,
+            uint64_t pool_max_bytes, uint32_t inflight_layers) {
+    kvdist::Options o;
+    o.listen_ip_info = listen;
+    o.sync_kv_timeout_ms = sync_kv_timeout_ms;
+    o.transfer_timeout_ms = transfer_timeout_ms;
+    o.pool_max_bytes = pool_max_bytes;
+    o.inflight_layers = inflight_layers;
+    init_with(o);
+  }
+  void finalize() {
+    py::gil_scoped_release nogil;
+    dd_->finalize();
+  }
+  bool initialized() const { return dd_->initialized(); }
+  uint16_t listen_port() const { return dd_->listen_port(); }
+  int role() const { return static_cast<int>(dd_->role()); }
+  uint64_t cluster_id() const { return dd_->cluster_id(); }
+
+  std::tuple<int64_t, std::vector<int64_t>> link(const std::vector<Cluster>& clusters,
+                                                 int32_t timeout_ms) {
+    auto c = to_clusters(clusters);
+    kvdist::LinkResult r;
+    {
+      py::gil_scoped_release nogil;
+      r = dd_->link_clusters(c, timeout_ms);
+    }
+    return link_result(r);
+  }
+  std::tuple<int64_t, std::vector<int64_t>> unlink(const std::vector<Cluster>& clusters,
+                                                   int32_t timeout_ms) {
+    auto c = to_clusters(clusters);
+    kvdist::LinkResult r;
+    {
+      py::gil_scoped_release nogil;
+      r = dd_->unlink_clusters(c, timeout_ms);
+    }
+    return link_result(r);
+  }
+  std::tuple<int64_t, std::string> check_link(uint64_t cluster) {
+    Status s;
+    {
+      py::gil_scoped_release nogil;
+      s = dd_->check_link_status(cluster);
+    }
+    return {static_cast<int64_t>(s.code()), s.message()};
+  }
+  std::vector<uint64_t> linked() {
+    py::gil_scoped_release nogil;
+    return dd_->linked_clusters();
+  }
+
+  std::tuple<int64_t, std::vector<uint64_t>> allocate(uint32_t num_tensors,
+                                                      const std::vector<int64_t>& shape, int dtype,
+                                                      int placement, int batch_dim, int seq_dim,
+                                                      bool blocks) {
+    auto d = make_desc(num_tensors, shape, dtype, placement, batch_dim, seq_dim);
+    kvdist::Result<kvdist::KvCache> c = Status(StatusCode::kFailed, "not run");
+    {
+      py::gil_scoped_release nogil;
+      c = blocks ? manager()->allocate_blocks_cache(d) : manager()->allocate_cache(d);
+    }
+    if (!c.ok()) raise_status(c.status());
+    return {c->cache_id, c->tensor_addrs};
+  }
+  std::tuple<int64_t, std::vector<uint64_t>> register_cache(uint32_t num_tensors,
+                                                            const std::vector<int64_t>& shape,
+                                                            int dtype,
+                                                            const std::vector<uint64_t>& addrs,
+                                                            bool blocks) {
+    auto d = make_desc(num_tensors, shape, dtype, static_cast<int>(kvdist::Placement::kDevice), 0,
+                       -1);
+    kvdist::Result<kvdist::KvCache> c = Status(StatusCode::kFailed, "not run");
+    {
+      py::gil_scoped_release nogil;
+      c = manager()->register_cache(d, addrs, blocks);
+    }
+    if (!c.ok()) raise_status(c.status());
+    return {c->cache_id, c->tensor_addrs};
+  }
+  void deallocate(int64_t cache_id) {
+    Status s;
+    {
+      py::gil_scoped_release nogil;
+      s = manager()->deallocate_cache(cache_id);
+    }
+    check(s);
+  }
+
+  kvdist::CacheTask transfer(int64_t cache_id, uint32_t num_tensors,
+                             const std::vector<int64_t>& shape, int dtype, int batch_dim,
+                             const std::vector<uint64_t>& addrs, py::object synchronizer,
+                             const std::vector<ConfigTuple>& configs,
+                             const std::vector<uint64_t>& src_blocks,
+                             const std::vector<uint64_t>& dst_blocks,
+                             std::optional<uint64_t> dst_block_size,
+                             std::optional<int32_t> sync_timeout_ms, bool unbounded) {
+    kvdist::KvCache src;
+    src.cache_id = cache_id;
+    src.desc = make_desc(num_tensors, shape, dtype, static_cast<int>(kvdist::Placement::kDevice),
+                         batch_dim, -1);
+    src.tensor_addrs = addrs;
+    std::vector<kvdist::TransferConfig> cfgs;
+    for (const auto& [cluster, dst, start, stop, batch] : configs) {
+      kvdist::TransferConfig c;
+      c.dst_cluster_id = cluster;
+      c.dst_addrs = dst;
+      if (start && stop) c.src_layer_range = kvdist::LayerRange{*start, *stop};
+      c.src_batch_index = batch;
+      cfgs.push_back(std::move(c));
+    }
+    kvdist::BlockMapping blocks;
+    blocks.src_block_indices = src_blocks;
+    blocks.dst_block_indices = dst_blocks;
+    blocks.dst_block_memory_size = dst_block_size;
+    kvdist::TransferOptions options;
+    options.sync_timeout_ms = sync_timeout_ms;
+    options.unbounded_synchronizer = unbounded;
+    auto sync = std::make_shared<PySynchronizer>(std::move(synchronizer));
+    kvdist::Result<kvdist::CacheTask> task = Status(StatusCode::kFailed, "not run");
+    {
+      py::gil_scoped_release nogil;
+      task = manager()->transfer_cache_async(src, std::move(sync), std::move(cfgs), blocks,
+                                             options);
+    }
+    if (!task.ok()) raise_status(task.status());
+    return task.value();
+  }
+
+  int64_t wait_layer(int64_t cache_id, uint32_t layer, int32_t timeout_ms) {
+    kvdist::KvCache c;
+    c.cache_id = cache_id;
+    Status s;
+    {
+      py::gil_scoped_release nogil;
+      s = manager()->wait_layer(c, layer, timeout_ms);
+    }
+    return static_cast<int64_t>(s.code());
+  }
+  int64_t reset_arrivals(int64_t cache_id) {
+    kvdist::KvCache c;
+    c.cache_id = cache_id;
+    return static_cast<int64_t>(manager()->reset_arrivals(c).code());
+  }
+  uint64_t pool_bytes_in_use() { return manager()->pool_bytes_in_use(); }
+
+ private:
+  void init_with(const kvdist::Options& o) {
+    Status s;
+    {
+      py::gil_scoped_release nogil;
+      s = dd_->init(o);
+    }
+    check(s);
+  }
+  kvdist::CacheManager* manager() {
+    kvdist::CacheManager* m = dd_->cache_manager();
+    if (m == nullptr) raise_status(Status(StatusCode::kEngineFinalized, "DataDist is not initialized"));
+    return m;
+  }
+
+  std::unique_ptr<kvdist::DataDist> dd_;
+};
+
+py::dict figures_dict(const kvdist::TaskFigures& f) {
+  py::dict d;
+  d["bytes"] = f.bytes;
+  d["puts"] = f.puts;
+  d["elapsed_ns"] = f.elapsed_ns;
+  py::list layers;
+  for (const auto& l : f.layers) {
+    py::dict x;
+    x["layer"] = l.layer;
+    x["synchronized_ns"] = l.synchronized_ns;
+    x["posted_ns"] = l.posted_ns;
+    x["completed_ns"] = l.completed_ns;
+    x["bytes"] = l.bytes;
+    x["puts"] = l.puts;
+    layers.append(x);
+  }
+  d["layers"] = layers;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_kvdist, m) {
+  m.doc() = "Binding of libkvdist (see the kvdist package for the Python API).";
+  py::object builtins = py::module_::import("builtins");
+  py::object error = builtins.attr("type")(
+      "KvdistError", py::make_tuple(builtins.attr("RuntimeError")),
+      py::dict(py::arg("__module__") = "kvdist._kvdist",
+               py::arg("__doc__") = "A kvdist call failed; .code is the status code, .message "
+                                    "says what was wrong."));
+  g_error_type = error.inc_ref().ptr();
+  m.attr("KvdistError") = error;
+
+  py::class_<kvdist::CacheTask>(m, "Task")
+      .def(
+          "synchronize",
+          [](const kvdist::CacheTask& t, std::optional<uint32_t> timeout_ms) {
+            py::gil_scoped_release nogil;
+            return static_cast<int64_t>(t.synchronize(timeout_ms));
+          },
+          py::arg("timeout_ms") = py::none())
+      .def(
+          "get_results",
+          [](const kvdist::CacheTask& t, std::optional<uint32_t> timeout_ms) {
+            std::vector<std::optional<StatusCode>> r;
+            {
+              py::gil_scoped_release nogil;
+              r = t.get_results(timeout_ms);
+            }
+            std::vector<std::optional<int64_t>> out;
+            for (const auto& c : r) out.push_back(code_or_none(c));
+            return out;
+          },
+          py::arg("timeout_ms") = py::none())
+      .def("result_message", &kvdist::CacheTask::result_message)
+      .def("cancel",
+           [](const kvdist::CacheTask& t) {
+             Status s;
+             {
+               py::gil_scoped_release nogil;
+               s = t.cancel();
+             }
+             check(s);
+           })
+      .def("done",
+           [](const kvdist::CacheTask& t) {
+             py::gil_scoped_release nogil;
+             return t.done();
+           })
+      .def("figures", [](const kvdist::CacheTask& t) { return figures_dict(t.figures()); });
+
+  py::class_<PyDataDist>(m, "DataDist")
+      .def(py::init<int, uint64_t>(), py::arg("role"), py::arg("cluster_id"))
+      .def("init_map", &PyDataDist::init_map, py::arg("options"))
+      .def("init", &PyDataDist::init, py::arg("listen") = "", py::arg("sync_kv_timeout_ms") = 1000,
+           py::arg("transfer_timeout_ms") = 10000, py::arg("pool_max_bytes") = uint64_t{16} << 30,
+           py::arg("inflight_layers") = 4)
+      .def("finalize", &PyDataDist::finalize)
+      .def_property_readonly("initialized", &PyDataDist::initialized)
+      .def_property_readonly("listen_port", &PyDataDist::listen_port)
+      .def_property_readonly("role", &PyDataDist::role)
+      .def_property_readonly("cluster_id", &PyDataDist::cluster_id)
+      .def("link", &PyDataDist::link, py::arg("clusters"), py::arg("timeout_ms"))
+      .def("unlink", &PyDataDist::unlink, py::arg("clusters"), py::arg("timeout_ms"))
+      .def("check_link", &PyDataDist::check_link, py::arg("cluster_id"))
+      .def("linked", &PyDataDist::linked)
+      .def("allocate", &PyDataDist::allocate, py::arg("num_tensors"), py::arg("shape"),
+           py::arg("dtype"), py::arg("placement"), py::arg("batch_dim_index"),
+           py::arg("seq_len_dim_index"), py::arg("blocks"))
+      .def("register", &PyDataDist::register_cache, py::arg("num_tensors"), py::arg("shape"),
+           py::arg("dtype"), py::arg("addrs"), py::arg("blocks"))
+      .def("deallocate", &PyDataDist::deallocate, py::arg("cache_id"))
+      .def("transfer", &PyDataDist::transfer, py::arg("cache_id"), py::arg("num_tensors"),
+           py::arg("shape"), py::arg("dtype"), py::arg("batch_dim_index"), py::arg("addrs"),
+           py::arg("synchronizer"), py::arg("configs"), py::arg("src_blocks"),
+           py::arg("dst_blocks"), py::arg("dst_block_size"),
+           py::arg("sync_timeout_ms") = py::none(), py::arg("unbounded") = false)
+      .def("wait_layer", &PyDataDist::wait_layer, py::arg("cache_id"), py::arg("layer"),
+           py::arg("timeout_ms"))
+      .def("reset_arrivals", &PyDataDist::reset_arrivals, py::arg("cache_id"))
+      .def("pool_bytes_in_use", &PyDataDist::pool_bytes_in_use);
+}

@@ -1,0 +1,32 @@
+"""A DECODER process for the native-API tests, driven over a multiprocessing pipe."""
+
+from __future__ import annotations
+
+from multiprocessing.connection import Connection
+from typing import Any
+
+
+def decoder_main(conn: Connection, prompt_port: int, cluster_id: int, num_tensors: int,
+                 shape: tuple[int, ...], dtype: str) -> None:
+    """Links to the PROMPT on 127.0.0.1:prompt_port, allocates a cache, sends
+    ("addrs", [...]), then answers commands until ("quit",)."""
+    import kvdist
+
+    with kvdist.DataDist("decoder", cluster_id) as dd:
+        dd.link(1, "127.0.0.1", prompt_port)
+        cache = dd.allocate(num_tensors, shape, dtype)
+        for i in range(num_tensors):
+            cache.tensor(i)[...] = 0
+        conn.send(("addrs", cache.addrs))
+        while True:
+            cmd: Any = conn.recv()
+            if cmd[0] == "quit":
+                break
+            if cmd[0] == "wait":
+                try:
+                    dd.wait_layer(cache, cmd[1], cmd[2])
+                    conn.send(("ok", 0))
+                except kvdist.KvdistError as e:
+                    conn.send(("err", e.code))
+            elif cmd[0] == "read":
+                conn.send(("ok", cache.tensor(cmd[1]).copy()))

@@ -1,0 +1,194 @@
+"""The native kvdist Python API between real processes over loopback UCX."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+
+import kvdist
+from helpers.native_peer import decoder_main
+
+CTX = mp.get_context("spawn")
+
+
+class Peer:
+    """A DECODER child process with its cache addresses."""
+
+    def __init__(self, port: int, cluster_id: int, num_tensors: int, shape: tuple[int, ...],
+                 dtype: str) -> None:
+        self.conn, child = CTX.Pipe()
+        self.proc = CTX.Process(
+            target=decoder_main, args=(child, port, cluster_id, num_tensors, shape, dtype)
+        )
+        self.proc.start()
+        assert self.conn.poll(30), "decoder did not start"
+        tag, self.addrs = self.conn.recv()
+        assert tag == "addrs"
+
+    def ask(self, *cmd: Any) -> Any:
+        self.conn.send(cmd)
+        assert self.conn.poll(30), f"decoder did not answer {cmd}"
+        return self.conn.recv()
+
+    def read(self, i: int) -> np.ndarray:
+        return self.ask("read", i)[1]
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.conn.send(("quit",))
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+@pytest.fixture
+def prompt() -> Iterator[kvdist.DataDist]:
+    with kvdist.DataDist("prompt", 1, listen="127.0.0.1:0", sync_timeout_ms=5000) as dd:
+        yield dd
+
+
+def fill(cache: kvdist.Cache, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    for i in range(cache.num_tensors):
+        t = cache.tensor(i)
+        t[...] = rng.integers(0, 2**15, size=t.shape).astype(t.dtype)
+
+
+def test_push_numpy_views_arrive_byte_for_byte(prompt: kvdist.DataDist) -> None:
+    src = prompt.allocate(6, (2, 8, 64), "bfloat16")
+    fill(src, 1)
+    peer = Peer(prompt.port, 2, 6, (1, 8, 64), "bfloat16")
+    try:
+        events = kvdist.LayerEvents()
+        task = prompt.transfer(src, [kvdist.Destination(2, peer.addrs, batch_index=1)], events)
+        assert task.wait(0) == kvdist.StatusCode.WAIT_PROCESS_TIMEOUT
+        events.ready(0)
+        assert peer.ask("wait", 0, 5000) == ("ok", 0)
+        assert np.array_equal(peer.read(0)[0], src.tensor(0)[1])
+        assert peer.ask("wait", 1, 100) == ("err", kvdist.StatusCode.TIMEOUT)
+        events.ready(1)
+        events.ready(2)
+        assert task.wait(10000) == kvdist.StatusCode.SUCCESS
+        assert task.results() == [kvdist.StatusCode.SUCCESS]
+        for i in range(6):
+            assert np.array_equal(peer.read(i)[0], src.tensor(i)[1]), i
+        figures = task.figures()
+        assert figures["bytes"] == 6 * 8 * 64 * 2
+        assert [layer["layer"] for layer in figures["layers"]] == [0, 1, 2]
+    finally:
+        peer.close()
+
+
+def test_registered_numpy_and_buffer_sources(prompt: kvdist.DataDist) -> None:
+    arrays = [np.full((4, 256), i + 1, dtype=np.float32) for i in range(4)]
+    src = prompt.register(arrays)
+    assert src.dtype == kvdist.DataType.FLOAT
+    buffers = [bytearray(b"x" * 1024) for _ in range(2)]
+    raw = prompt.register(buffers)
+    assert raw.shape == (1024,)
+    peer = Peer(prompt.port, 2, 4, (1, 256), "float32")
+    try:
+        task = prompt.transfer(src, [kvdist.Destination(2, peer.addrs, batch_index=3)])
+        assert task.wait(10000) == kvdist.StatusCode.SUCCESS, task.messages()
+        for i in range(4):
+            assert np.array_equal(peer.read(i)[0], arrays[i][3])
+    finally:
+        peer.close()
+    src.free()
+    raw.free()
+
+
+def test_torch_tensors_registered_and_pushed(prompt: kvdist.DataDist) -> None:
+    torch = pytest.importorskip("torch")
+    tensors = [torch.randn(2, 16, 32).to(torch.bfloat16) for _ in range(4)]
+    src = prompt.register(tensors)
+    assert src.dtype == kvdist.DataType.BF16
+    peer = Peer(prompt.port, 2, 4, (1, 16, 32), "bfloat16")
+    try:
+        task = prompt.transfer(src, [kvdist.Destination(2, peer.addrs, batch_index=0)])
+        assert task.wait(10000) == kvdist.StatusCode.SUCCESS, task.messages()
+        for i in range(4):
+            want = tensors[i][0].view(torch.int16).numpy().view(np.uint16)
+            assert np.array_equal(peer.read(i)[0], want)
+    finally:
+        peer.close()
+
+
+def test_python_threads_run_while_waiting(prompt: kvdist.DataDist) -> None:
+    src = prompt.allocate(4, (1, 1024), "uint8")
+    peer = Peer(prompt.port, 2, 4, (1, 1024), "uint8")
+    ticks = 0
+    stop = threading.Event()
+
+    def spin() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+
+    def slow(layer: int, timeout_ms: int | None) -> bool:
+        time.sleep(0.15)  # "computing" the layer
+        return True
+
+    try:
+        thread = threading.Thread(target=spin)
+        thread.start()
+        task = prompt.transfer(src, [kvdist.Destination(2, peer.addrs)], slow)
+        before = ticks
+        assert task.wait(10000) == kvdist.StatusCode.SUCCESS
+        during = ticks - before
+        stop.set()
+        thread.join()
+        # The waiting main thread held no GIL: the spinner advanced a lot.
+        assert during > 10000
+    finally:
+        stop.set()
+        peer.close()
+
+
+def test_errors_carry_codes_and_synchronizer_failures(prompt: kvdist.DataDist) -> None:
+    src = prompt.allocate(4, (1, 512), "uint8")
+    fill(src, 3)
+    peer = Peer(prompt.port, 2, 4, (1, 512), "uint8")
+    try:
+        with pytest.raises(kvdist.KvdistError) as err:
+            prompt.transfer(src, [kvdist.Destination(2, peer.addrs[:3])])
+        assert err.value.code == kvdist.StatusCode.PARAM_INVALID
+        assert "expect 4 dst_addrs" in err.value.message
+        with pytest.raises(kvdist.KvdistError) as err:
+            prompt.transfer(src, [kvdist.Destination(2, [peer.addrs[0] + 10**9] * 4)])
+        assert err.value.code == kvdist.StatusCode.PARAM_INVALID
+
+        def boom(layer: int, timeout_ms: int | None) -> bool:
+            if layer == 1:
+                raise ValueError("model crashed")
+            return True
+
+        task = prompt.transfer(src, [kvdist.Destination(2, peer.addrs)], boom)
+        assert task.wait(10000) == kvdist.StatusCode.FAILED
+        assert "ValueError: model crashed" in task.messages()[0]
+        assert np.array_equal(peer.read(0)[0], src.tensor(0)[0])
+        assert not peer.read(2).any()  # layer 1 never sent
+
+        task = prompt.transfer(src, [kvdist.Destination(2, peer.addrs)], lambda l, t: l != 0)
+        assert task.wait(10000) == kvdist.StatusCode.PARAM_INVALID
+    finally:
+        peer.close()
+
+
+def test_link_errors_and_context_managers() -> None:
+    with kvdist.DataDist("decoder", 5) as d:
+        with pytest.raises(kvdist.KvdistError) as err:
+            d.link(1, "127.0.0.1", 1, timeout_ms=500)
+        assert err.value.code == kvdist.StatusCode.LINK_FAILED
+        with kvdist.DataDist("prompt", 1, listen="127.0.0.1:0") as p:
+            with d.link(1, "127.0.0.1", p.port):
+                assert d.linked == [1]
+            assert d.linked == []
+    with pytest.raises(kvdist.KvdistError) as err:
+        kvdist.DataDist("prompt", 1)  # no listen address
+    assert err.value.code == kvdist.StatusCode.PARAM_INVALID
