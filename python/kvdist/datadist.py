@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from kvdist import _kvdist
 from kvdist.cache import Cache, buffer_address, check_same
-from kvdist.dtypes import DataType, data_type_of
+from kvdist.dtypes import data_type_of
 from kvdist.status import KvdistError, StatusCode
 
 __all__ = ["DataDist", "Destination", "LayerEvents", "Link", "Role", "Task"]
@@ -197,13 +197,16 @@ class DataDist:
     # ---- caches -------------------------------------------------------------
 
     def allocate(
-        self, num_tensors: int, shape: Sequence[int], dtype: Any = "float16", *, blocks: bool = False
+        self,
+        num_tensors: int,
+        shape: Sequence[int],
+        dtype: Any = "float16",
+        *,
+        blocks: bool = False,
     ) -> Cache:
         """A cache in memory kvdist allocates (the fastest path)."""
         dt = data_type_of(dtype)
-        cache_id, addrs = self._native.allocate(
-            num_tensors, list(shape), int(dt), 1, 0, -1, blocks
-        )
+        cache_id, addrs = self._native.allocate(num_tensors, list(shape), int(dt), 1, 0, -1, blocks)
         return Cache(cache_id, tuple(shape), dt, list(addrs), blocks, self)
 
     def register(self, tensors: Sequence[Any], *, blocks: bool = False) -> Cache:

@@ -19,8 +19,9 @@ CTX = mp.get_context("spawn")
 class Peer:
     """A DECODER child process with its cache addresses."""
 
-    def __init__(self, port: int, cluster_id: int, num_tensors: int, shape: tuple[int, ...],
-                 dtype: str) -> None:
+    def __init__(
+        self, port: int, cluster_id: int, num_tensors: int, shape: tuple[int, ...], dtype: str
+    ) -> None:
         self.conn, child = CTX.Pipe()
         self.proc = CTX.Process(
             target=decoder_main, args=(child, port, cluster_id, num_tensors, shape, dtype)
@@ -174,7 +175,9 @@ def test_errors_carry_codes_and_synchronizer_failures(prompt: kvdist.DataDist) -
         assert np.array_equal(peer.read(0)[0], src.tensor(0)[0])
         assert not peer.read(2).any()  # layer 1 never sent
 
-        task = prompt.transfer(src, [kvdist.Destination(2, peer.addrs)], lambda l, t: l != 0)
+        task = prompt.transfer(
+            src, [kvdist.Destination(2, peer.addrs)], lambda layer, _t: layer != 0
+        )
         assert task.wait(10000) == kvdist.StatusCode.PARAM_INVALID
     finally:
         peer.close()

@@ -6,8 +6,14 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 
-def decoder_main(conn: Connection, prompt_port: int, cluster_id: int, num_tensors: int,
-                 shape: tuple[int, ...], dtype: str) -> None:
+def decoder_main(
+    conn: Connection,
+    prompt_port: int,
+    cluster_id: int,
+    num_tensors: int,
+    shape: tuple[int, ...],
+    dtype: str,
+) -> None:
     """Links to the PROMPT on 127.0.0.1:prompt_port, allocates a cache, sends
     ("addrs", [...]), then answers commands until ("quit",)."""
     import kvdist
