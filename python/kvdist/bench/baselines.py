@@ -1,0 +1,130 @@
+"""Baselines measured in the same run: memcpy of the same bytes and ucx_perftest."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+from kvdist.bench.cases import Case, block_table
+
+__all__ = ["memcpy_baseline", "perftest_baseline"]
+
+
+def memcpy_baseline(case: Case, reps: int) -> dict[str, Any]:
+    """One thread copies the same bytes with the same layout (numpy copyto;
+    block tables as the case's) into a separate buffer."""
+    layers = case.model.layers
+    if case.paged:
+        src = np.zeros((2 * layers, case.num_blocks, case.block_bytes), dtype=np.uint8)
+        dst = np.zeros_like(src)
+        s_idx = np.array(block_table(case.table, case.num_blocks, 1))
+        d_idx = np.array(block_table(case.table, case.num_blocks, 100))
+    else:
+        src = np.zeros((2 * layers, case.tensor_bytes), dtype=np.uint8)
+        dst = np.zeros_like(src)
+    src[...] = 1
+    times = []
+    for rep in range(reps + 1):
+        start = time.perf_counter()
+        for t in range(2 * layers):
+            if case.paged:
+                dst[t][d_idx] = src[t][s_idx]
+            else:
+                np.copyto(dst[t], src[t])
+        if rep > 0:
+            times.append(time.perf_counter() - start)
+    total = case.bytes_per_destination
+    med = statistics.median(times)
+    return {
+        "system": "memcpy",
+        "label": f"memcpy {case.label()}",
+        "put_bytes": case.put_bytes,
+        "bytes": total,
+        "gbps": total / med / 1e9,
+        "gbps_best": total / min(times) / 1e9,
+        "ok": True,
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def perftest_baseline(case: Case) -> dict[str, Any]:
+    """ucx_perftest ucp_put_bw at the case's put size and transport, between
+    two processes on loopback (UCX-allocated buffers, reused every iteration)."""
+    exe = shutil.which("ucx_perftest")
+    size = case.put_bytes
+    result: dict[str, Any] = {
+        "system": "ucx_perftest",
+        # ucx_perftest reuses one buffer: at sizes that fit the CPU cache it
+        # measures cache, not DRAM, bandwidth.
+        "label": f"ucx_perftest ucp_put_bw {size} B (one reused buffer)"
+        + (f" tls={case.tls}" if case.tls else ""),
+        "put_bytes": size,
+        "ok": False,
+    }
+    if exe is None:
+        result["error"] = "ucx_perftest not found (apt-get install ucx-utils)"
+        return result
+    env = dict(os.environ, UCX_NET_DEVICES=os.environ.get("UCX_NET_DEVICES", "lo"))
+    if case.tls:
+        env["UCX_TLS"] = case.tls
+    else:
+        env.pop("UCX_TLS", None)
+    iters = int(max(20, min(20000, (512 << 20) // size)))
+    port = _free_port()
+    server = subprocess.Popen(
+        [exe, "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        out: Optional[str] = None
+        for _ in range(50):  # the server needs a moment to listen
+            time.sleep(0.1)
+            try:
+                out = subprocess.run(
+                    [
+                        exe,
+                        "127.0.0.1",
+                        "-p",
+                        str(port),
+                        "-t",
+                        "ucp_put_bw",
+                        "-s",
+                        str(size),
+                        "-n",
+                        str(iters),
+                        "-w",
+                        str(max(2, iters // 10)),
+                    ],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                ).stdout
+            except subprocess.TimeoutExpired:
+                result["error"] = "ucx_perftest timed out"
+                return result
+            if "Final:" in out:
+                break
+        match = re.search(r"Final:\s+(.*)", out or "")
+        if not match:
+            result["error"] = "no result from ucx_perftest"
+            return result
+        cols = match.group(1).split()
+        mib_s = float(cols[5])  # bandwidth overall, MiB/s
+        result.update(gbps=mib_s * 1048576 / 1e9, bytes=size * iters, ok=True)
+        return result
+    finally:
+        server.kill()
+        server.wait()

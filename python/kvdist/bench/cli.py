@@ -1,0 +1,248 @@
+"""The kvdist-bench command line."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import platform
+import sys
+import time
+from typing import Any, Optional
+
+from kvdist.bench.baselines import memcpy_baseline, perftest_baseline
+from kvdist.bench.cases import MODELS, Case, Model
+from kvdist.bench.report import print_table, write_json, write_plot
+from kvdist.bench.runner import Session, session_key
+
+__all__ = ["main"]
+
+# Budget of memory a session may map (source + destinations), on a 24 GiB host.
+MAX_SESSION_BYTES = 12 << 30
+
+
+def _csv(kind: type) -> Any:
+    return lambda s: [kind(x) for x in s.split(",") if x]
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="kvdist-bench",
+        description="Push model-shaped KV caches from a PROMPT to DECODER processes on this "
+        "host and report bandwidth, exposed time and overheads, beside memcpy and "
+        "ucx_perftest. With no options: a short default case (under a minute).",
+    )
+    p.add_argument(
+        "--model",
+        type=_csv(str),
+        default=["llama3-8b"],
+        help=f"presets: {', '.join(MODELS)} or custom (comma list)",
+    )
+    p.add_argument("--layers", type=int, help="custom model: layers")
+    p.add_argument("--kv-heads", type=int, help="custom model: KV heads")
+    p.add_argument("--head-dim", type=int, help="custom model: head dim")
+    p.add_argument("--tokens", type=_csv(int), default=[4096], help="prompt lengths, e.g. 256,4096")
+    p.add_argument(
+        "--layout", type=_csv(str), default=None, help="contiguous,paged (default: both)"
+    )
+    p.add_argument("--block-tokens", type=_csv(int), default=[16], help="paged: 16,128")
+    p.add_argument(
+        "--table",
+        type=_csv(str),
+        default=["random"],
+        help="paged block tables: sequential,random,mixed",
+    )
+    p.add_argument("--destinations", type=_csv(int), default=[1], help="e.g. 1,2,4")
+    p.add_argument(
+        "--mode",
+        type=_csv(str),
+        default=["bulk", "layerwise"],
+        help="bulk (all layers ready) and/or layerwise",
+    )
+    p.add_argument(
+        "--compute-ms", type=float, default=10.0, help="layer-wise: simulated prefill per layer"
+    )
+    p.add_argument(
+        "--compute",
+        choices=["sleep", "cpu"],
+        default="sleep",
+        help="layer-wise: sleep, or a real CPU workload (numpy)",
+    )
+    p.add_argument(
+        "--tls",
+        type=_csv(str),
+        default=[""],
+        help="UCX_TLS values to compare, e.g. ,tcp (empty = UCX default)",
+    )
+    p.add_argument("--reps", type=int, default=3, help="repetitions per case after a warm-up")
+    p.add_argument(
+        "--baselines",
+        type=_csv(str),
+        default=["memcpy", "perftest"],
+        help="memcpy,perftest (empty: none)",
+    )
+    p.add_argument("--no-verify", action="store_true", help="skip the byte comparison")
+    p.add_argument("--json", help="write all figures to this JSON file")
+    p.add_argument("--plot", help="write a PNG plot to this file")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="the full matrix: all presets, 256..16384 tokens, both layouts, "
+        "blocks of 16 and 128, all tables, 1/2/4 destinations",
+    )
+    return p.parse_args(argv)
+
+
+def build_cases(a: argparse.Namespace) -> list[Case]:
+    if a.full:
+        a.model = list(MODELS)
+        a.tokens = [256, 1024, 4096, 16384]
+        a.layout = ["contiguous", "paged"]
+        a.block_tokens = [16, 128]
+        a.table = ["sequential", "random", "mixed"]
+        a.destinations = [1, 2, 4]
+    models: list[Model] = []
+    for name in a.model:
+        if name in MODELS:
+            models.append(MODELS[name])
+        elif name == "custom":
+            if not (a.layers and a.kv_heads and a.head_dim):
+                raise SystemExit("custom model: give --layers, --kv-heads and --head-dim")
+            models.append(Model("custom", a.layers, a.kv_heads, a.head_dim))
+        else:
+            raise SystemExit(f"unknown model {name!r}")
+    layouts = a.layout or ["contiguous", "paged"]
+    cases = []
+    for model, tokens, layout, dests, tls in itertools.product(
+        models, a.tokens, layouts, a.destinations, a.tls
+    ):
+        blocks = a.block_tokens if layout == "paged" else [16]
+        tables = a.table if layout == "paged" else ["sequential"]
+        for block, table, mode in itertools.product(blocks, tables, a.mode):
+            case = Case(
+                model, tokens, layout, block, table, dests, mode, a.compute_ms, a.compute, tls
+            )
+            if case.bytes_per_destination * (1 + dests) > MAX_SESSION_BYTES:
+                print(
+                    f"skipped (over {MAX_SESSION_BYTES >> 30} GiB): {case.label()}", file=sys.stderr
+                )
+                continue
+            cases.append(case)
+    # Group cases of one session together so processes and caches are reused.
+    cases.sort(key=lambda c: [str(k) for k in session_key(c)])
+    return cases
+
+
+class Progress:
+    """One status line on a terminal, plain lines otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.start = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def step(self, what: str) -> None:
+        elapsed = time.monotonic() - self.start
+        width = 24
+        filled = width * self.done // max(1, self.total)
+        bar = "#" * filled + "." * (width - filled)
+        line = f"[{bar}] {self.done}/{self.total} {elapsed:5.0f}s  {what[:70]}"
+        if self.tty:
+            print("\r" + line.ljust(120), end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+        self.done += 1
+
+    def finish(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
+def summary(rows: list[dict[str, Any]]) -> None:
+    """What a newcomer should read: what was sent, how fast, what was hidden."""
+    kv = [r for r in rows if r.get("system") == "kvdist" and r.get("ok")]
+    if not kv:
+        return
+    print("\nSummary")
+    for r in kv:
+        if r["mode"] == "bulk":
+            print(
+                f"  {r['label']}: {r['bytes'] / 2**20:.0f} MiB in {r['elapsed_ms']:.1f} ms "
+                f"= {r['gbps']:.2f} GB/s, bytes {'verified' if r['verified'] else 'NOT verified'}"
+            )
+        else:
+            hidden = max(0.0, 1 - r["exposed_ms"] / max(1e-9, _bulk_ms(kv, r)))
+            print(
+                f"  {r['label']}: decoder waited {r['exposed_ms']:.1f} ms after the last layer "
+                f"was ready (one layer: {r['layer_transfer_ms']:.1f} ms); "
+                f"{100 * hidden:.0f} % of the transfer hidden behind compute"
+            )
+    for r in rows:
+        if r.get("system") in ("memcpy", "ucx_perftest") and r.get("ok"):
+            print(f"  baseline {r['label']}: {r['gbps']:.2f} GB/s")
+
+
+def _bulk_ms(rows: list[dict[str, Any]], r: dict[str, Any]) -> float:
+    for b in rows:
+        if b["mode"] == "bulk" and all(
+            b[k] == r[k] for k in ("model", "tokens", "layout", "table", "destinations", "tls")
+        ):
+            return float(b["elapsed_ms"])
+    return float(r["layer_transfer_ms"]) * r["layers"]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    a = parse_args(argv)
+    cases = build_cases(a)
+    if not cases:
+        print("no case to run", file=sys.stderr)
+        return 2
+    baseline_cases = {}
+    for c in cases:
+        if c.mode == "bulk" and c.destinations == 1:
+            baseline_cases.setdefault(
+                (c.model, c.tokens, c.layout, c.block_tokens, c.table, c.tls), c
+            )
+    steps = len(cases) + len(baseline_cases) * len([b for b in a.baselines if b])
+    progress = Progress(steps)
+    rows: list[dict[str, Any]] = []
+    session: Optional[Session] = None
+    key = None
+    try:
+        for case in cases:
+            progress.step(case.label())
+            if session_key(case) != key:
+                if session is not None:
+                    session.close()
+                session = Session(case)
+                key = session_key(case)
+            rows.append(session.run(case, a.reps, not a.no_verify).as_dict())
+    finally:
+        if session is not None:
+            session.close()
+    for c in baseline_cases.values():
+        if "memcpy" in a.baselines:
+            progress.step(f"memcpy {c.label()}")
+            rows.append(memcpy_baseline(c, a.reps))
+        if "perftest" in a.baselines:
+            progress.step(f"ucx_perftest {c.put_bytes} B")
+            rows.append(perftest_baseline(c))
+    progress.finish()
+    print_table(rows)
+    summary(rows)
+    meta = {
+        "command": " ".join(["kvdist-bench", *(argv if argv is not None else sys.argv[1:])]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "ucx_net_devices": os.environ.get("UCX_NET_DEVICES", ""),
+    }
+    if a.json:
+        write_json(a.json, rows, meta)
+        print(f"\nwrote {a.json}")
+    if a.plot:
+        err = write_plot(a.plot, rows)
+        print(f"wrote {a.plot}" if err is None else f"no plot: {err}")
+    failed = [r for r in rows if r.get("system") == "kvdist" and not r.get("ok")]
+    return 1 if failed else 0
