@@ -6,7 +6,7 @@
 # Arguments go to kvdist-bench (kvdist-bench --help; --full for the matrix).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh >/dev/null
+bash scripts/deps.sh
 python3 -m pip install -q --disable-pip-version-check ".[bench]"
 export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
 cd /tmp && kvdist-bench "$@"
