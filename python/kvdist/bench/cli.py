@@ -200,11 +200,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     baseline_cases = {}
     for c in cases:
-        if c.mode == "bulk" and c.destinations == 1:
+        if c.mode == "bulk":
             baseline_cases.setdefault(
                 (c.model, c.tokens, c.layout, c.block_tokens, c.table, c.tls), c
             )
-    steps = len(cases) + len(baseline_cases) * len([b for b in a.baselines if b])
+    per_case = ("memcpy" in a.baselines) + 2 * ("perftest" in a.baselines)
+    steps = len(cases) + len(baseline_cases) * per_case
     progress = Progress(steps)
     rows: list[dict[str, Any]] = []
     session: Optional[Session] = None
@@ -226,8 +227,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             progress.step(f"memcpy {c.label()}")
             rows.append(memcpy_baseline(c, a.reps))
         if "perftest" in a.baselines:
-            progress.step(f"ucx_perftest {c.put_bytes} B")
-            rows.append(perftest_baseline(c))
+            for size in (c.put_bytes, c.bytes_per_destination):
+                progress.step(f"ucx_perftest {size} B")
+                rows.append(perftest_baseline(c, size))
     progress.finish()
     print_table(rows)
     summary(rows)
