@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List, Tuple, Type, Union
 
 _MAX_UINT16 = 2**16 - 1
 _MAX_UINT32 = 2**32 - 1
@@ -18,7 +18,7 @@ _MAX_INT32 = 2**31 - 1
 _MIN_INT64 = -(2**63)
 _MAX_INT64 = 2**63 - 1
 
-ClassSpec = type | list[type] | tuple[type, ...]
+ClassSpec = Union[Type[Any], List[Type[Any]], Tuple[Type[Any], ...]]
 
 
 def _as_list(classes: ClassSpec) -> list[type]:

@@ -33,7 +33,12 @@ def _native_cluster(cluster: LLMClusterInfo) -> tuple[int, str, int]:
         # kvdist answers LLM_PARAM_INVALID for this cluster (no address to link to).
         return cluster.remote_cluster_id, "", 0  # type: ignore[return-value]
     ip, port = cluster.remote_ip_info_list[0]
-    ip_str = ip if isinstance(ip, str) else int_ip_to_str(ip)
+    if isinstance(ip, str):
+        ip_str = ip
+    elif 0 <= ip < 2**32:
+        ip_str = int_ip_to_str(ip)
+    else:
+        ip_str = ""  # not an IPv4 address: kvdist answers LLM_PARAM_INVALID for it
     return cluster.remote_cluster_id, ip_str, port  # type: ignore[return-value]
 
 

@@ -23,7 +23,7 @@ void TransferJob::notify_abort(size_t c, StatusCode code) {
   n.task_id = task_id;
   n.code = code;
   n.addrs = plan.configs[c].dst_addrs;
-  transport->notify(plan.configs[c].dst_cluster, encode_note(n));
+  if (auto t = transport.lock()) t->notify(plan.configs[c].dst_cluster, encode_note(n));
 }
 
 void TransferJob::run() {
@@ -97,7 +97,12 @@ void TransferJob::run() {
           self->notify_abort(c, s.code());
         }
       };
-      transport->write(cp.dst_cluster, to_ops(cp.puts[k]), encode_note(n), std::move(on_done));
+      auto t = transport.lock();
+      if (!t) {
+        on_done(Status(StatusCode::kEngineFinalized, "the engine was finalized"));
+        continue;
+      }
+      t->write(cp.dst_cluster, to_ops(cp.puts[k]), encode_note(n), std::move(on_done));
     }
     state->end_post(layer);
   }

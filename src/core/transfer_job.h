@@ -16,7 +16,7 @@ namespace kvdist::core {
 
 struct TransferJob : std::enable_shared_from_this<TransferJob> {
   std::shared_ptr<TaskState> state;
-  std::shared_ptr<net::Transport> transport;
+  std::weak_ptr<net::Transport> transport;  // the engine owns it
   std::shared_ptr<LayerSynchronizer> synchronizer;
   TransferPlan plan;
   uint64_t task_id = 0;

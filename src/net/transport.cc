@@ -269,7 +269,7 @@ struct Transport::Impl {
 
   // Ends the link. orderly: we said bye, so the control endpoint is closed
   // in flush mode to let the bye reach the peer.
-  void fail_peer(const std::shared_ptr<Peer>& peer, const Status& why, bool orderly = false) {
+  void fail_peer(std::shared_ptr<Peer> peer, const Status& why, bool orderly = false) {
     if (peer->state == PeerState::kDown) return;
     bool was_up = peer->state == PeerState::kUp;
     peer->state = PeerState::kDown;
@@ -285,7 +285,11 @@ struct Transport::Impl {
     peer->data = nullptr;
     peer->ctrl = nullptr;
     for (uint64_t w : std::set<uint64_t>(peer->writes)) complete_write(w, why);
+    // Pending check_remote calls re-check now: the peer is gone, so they
+    // answer kNotYetLink at once instead of at their deadline.
+    auto pongs = std::move(peer->pongs);
     peer->pongs.clear();
+    for (auto& [seq, fn] : pongs) fn();
     for (auto wit = withdrawals.begin(); wit != withdrawals.end();) {
       wit->second.waiting.erase(peer->cluster_id);
       wit = maybe_finish_withdrawal(wit);
@@ -862,7 +866,10 @@ Status Transport::disconnect(uint64_t peer_id, std::chrono::milliseconds timeout
         self->unlink(it->second, Status(StatusCode::kLinkFailed,
                                         "unlinked from cluster " + std::to_string(peer_id)));
       },
-      timeout);
+      // The unlink itself never blocks the progress thread; the caller's
+      // timeout bounds the endpoints' orderly close, which runs on.
+      kSyncTimeout);
+  (void)timeout;
   if (!ran.ok()) return ran;
   return status;
 }

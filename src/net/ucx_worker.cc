@@ -116,11 +116,20 @@ Status UcxWorker::run_sync(const Task& fn, std::chrono::milliseconds timeout) {
   struct Done {
     std::mutex mu;
     std::condition_variable cv;
+    bool started = false;
+    bool abandoned = false;
     bool done = false;
   };
   auto done = std::make_shared<Done>();
-  // The closure copies fn: a caller that times out may return before it runs.
+  // fn usually captures the caller's locals by reference: it must never run
+  // after run_sync returned. A caller that times out abandons it unless it
+  // has already started, in which case it waits for it to finish.
   bool posted = post([fn, done] {
+    {
+      std::lock_guard<std::mutex> lock(done->mu);
+      if (done->abandoned) return;
+      done->started = true;
+    }
     fn();
     std::lock_guard<std::mutex> lock(done->mu);
     done->done = true;
@@ -129,7 +138,11 @@ Status UcxWorker::run_sync(const Task& fn, std::chrono::milliseconds timeout) {
   if (!posted) return Status(StatusCode::kEngineFinalized, "transport stopped");
   std::unique_lock<std::mutex> lock(done->mu);
   if (!done->cv.wait_for(lock, timeout, [&] { return done->done; })) {
-    return Status(StatusCode::kTimeout, "transport did not answer in time");
+    if (!done->started) {
+      done->abandoned = true;
+      return Status(StatusCode::kTimeout, "transport did not answer in time");
+    }
+    done->cv.wait(lock, [&] { return done->done; });
   }
   return Status();
 }

@@ -504,6 +504,8 @@ TEST_F(TransferTest, CallerOwnedMemoryOnBothSides) {
                                         {TransferConfig{2, dst, std::nullopt, 1}});
   ASSERT_TRUE(task.ok()) << task.status().to_string();
   ASSERT_EQ(task->synchronize(), StatusCode::kSuccess) << task->result_message(0);
+  // The decoder's own wait orders its reads after the writes (for TSan too).
+  EXPECT_EQ(d.wait(std::stoll(r[1]), 1, 5000), StatusCode::kSuccess);
   for (uint32_t t = 0; t < 4; ++t) {
     EXPECT_EQ(d.hash(dst[t], 4096), local_hash(addrs[t] + 4096, 4096));
   }
@@ -557,6 +559,25 @@ TEST_F(TransferTest, DestinationFreedMidTransferFailsTheRestUnwritten) {
       << task->result_message(0);
   EXPECT_EQ(d.hash(dst.addrs[0], 4096), local_hash(src.tensor_addrs[0], 4096));
   for (uint32_t t = 2; t < 6; ++t) EXPECT_EQ(d.hash(dst.addrs[t], 4096), canary_hash(4096));
+}
+
+TEST_F(TransferTest, UnlinkDuringATransferFailsItsConfigs) {
+  Decoder d(2, port_);
+  KvCache src = source(3, {1, 2048});
+  RemoteCache dst = destination(d, false, 3, {1, 2048});
+  auto gate = std::make_shared<GatedSynchronizer>();
+  auto task = cm().transfer_cache_async(src, gate, {TransferConfig{2, dst.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(task.ok());
+  gate->release(0);
+  ASSERT_EQ(d.wait(dst.id, 0, 5000), StatusCode::kSuccess);
+  EXPECT_EQ(code(d.proc().ok("unlink " + s(kPromptCluster) + " 127.0.0.1 0 1000")[1]),
+            StatusCode::kSuccess);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  gate->release(1);
+  gate->release(2);
+  EXPECT_EQ(task->synchronize(5000), StatusCode::kLinkFailed);
+  EXPECT_EQ(d.hash(dst.addrs[4], 2048), canary_hash(2048));
+  EXPECT_FALSE(prompt_->check_link_status(2).ok());
 }
 
 // ---- bad input: the code, and not a byte written ----------------------------
@@ -689,6 +710,20 @@ TEST(LinkTest, WrongClusterIdIsRefusedAndTooManyClustersRejected) {
   EXPECT_EQ(again.per_cluster[0], StatusCode::kAlreadyLink);
   EXPECT_EQ(decoder.unlink_clusters({ClusterInfo{1, "127.0.0.1", 0}}).status, StatusCode::kSuccess);
   EXPECT_EQ(decoder.check_link_status(1).code(), StatusCode::kNotYetLink);
+}
+
+TEST(LinkTest, UnlinkWithZeroTimeoutIsSafe) {
+  DataDist prompt(Role::kPrompt, 1);
+  Options o;
+  o.listen_ip_info = "127.0.0.1:0";
+  ASSERT_TRUE(prompt.init(o).ok());
+  DataDist decoder(Role::kDecoder, 2);
+  ASSERT_TRUE(decoder.init(Options{}).ok());
+  for (int i = 0; i < 10; ++i) {
+    ClusterInfo c{1, "127.0.0.1", prompt.listen_port()};
+    ASSERT_EQ(decoder.link_clusters({c}).status, StatusCode::kSuccess) << i;
+    EXPECT_EQ(decoder.unlink_clusters({c}, 0).status, StatusCode::kSuccess) << i;
+  }
 }
 
 TEST(LinkTest, FailedInitLeavesAUsableObject) {

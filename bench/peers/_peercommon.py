@@ -1,0 +1,453 @@
+"""Shared harness for the peer baselines (Mooncake TE, NIXL) of kvdist-bench.
+
+Three processes per attempt:
+  * the orchestrator (the script the user runs; imports no transfer library,
+    so a crash or hang inside a library cannot stop it from writing JSON),
+  * a TARGET child (owns the destination cache, verifies the bytes),
+  * an INITIATOR child (owns the source cache, pushes it layer by layer).
+The children talk over a multiprocessing.connection socket on 127.0.0.1;
+every wait has a deadline, and the orchestrator kills both children when the
+attempt's time is up.
+
+Workload (same bytes, same block layout as kvdist-bench):
+  a cache of L layers, each layer = K and V tensors of T bytes; tensor j = 2*l + kv
+  lives at offset j*T of one contiguous buffer on both sides.
+  contiguous: one write of T bytes per tensor (2*L writes).
+  paged:      each tensor = T/B blocks of B bytes; source block i goes to destination
+              block perm[i] (one random permutation = the sequence's block table, the
+              same for every layer); runs with consecutive src AND dst are merged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+AUTHKEY = b"kvdist-peers"
+VENV_PY = "/tmp/peervenv/bin/python"
+
+
+# --------------------------------------------------------------------------- args
+
+def make_parser(system: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=f"{system} baseline for kvdist-bench (two processes on 127.0.0.1)")
+    p.add_argument("--layers", type=int, default=32)
+    p.add_argument("--tensor-bytes", type=int, default=8 << 20)
+    p.add_argument("--mode", choices=["contiguous", "paged"], default="contiguous")
+    p.add_argument("--block-bytes", type=int, default=32 << 10)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--json", default=None, help="write the result JSON here")
+    p.add_argument("--timeout", type=float, default=240.0,
+                   help="seconds allowed per attempt (setup + warm-up + reps + verify)")
+    p.add_argument("--op-timeout", type=float, default=60.0,
+                   help="seconds allowed for one layer's writes to complete")
+    p.add_argument("--python", default=None,
+                   help="interpreter for the children (default: this one if it can import the "
+                        f"library, else {VENV_PY})")
+    p.add_argument("--no-memcpy", action="store_true", help="skip the memcpy reference")
+    # internal (children)
+    p.add_argument("--role", choices=["orchestrator", "target", "initiator"], default="orchestrator",
+                   help=argparse.SUPPRESS)
+    p.add_argument("--variant", default="", help=argparse.SUPPRESS)
+    p.add_argument("--ctrl-file", default="", help=argparse.SUPPRESS)
+    p.add_argument("--result-file", default="", help=argparse.SUPPRESS)
+    return p
+
+
+# --------------------------------------------------------------------------- workload
+
+class Workload:
+    def __init__(self, layers: int, tensor_bytes: int, mode: str, block_bytes: int, seed: int):
+        import numpy as np
+
+        self.L, self.T, self.mode, self.seed = layers, tensor_bytes, mode, seed
+        self.ntensors = 2 * layers
+        self.total = self.ntensors * tensor_bytes
+        if mode == "paged":
+            if block_bytes <= 0 or tensor_bytes % block_bytes:
+                raise ValueError("tensor-bytes must be a multiple of block-bytes")
+            self.B = block_bytes
+            self.nb = tensor_bytes // block_bytes
+            self.perm = np.random.default_rng(seed + 1).permutation(self.nb).astype(np.int64)
+        else:
+            self.B = tensor_bytes
+            self.nb = 1
+            self.perm = np.zeros(1, dtype=np.int64)
+        # block-level pairs and merged runs for one tensor (relative offsets)
+        src_blk = np.arange(self.nb, dtype=np.int64)
+        dst_blk = self.perm
+        self.tensor_block_pairs = (src_blk * self.B, dst_blk * self.B)
+        runs = []  # (src_off, dst_off, len) within a tensor
+        i = 0
+        while i < self.nb:
+            j = i + 1
+            while j < self.nb and dst_blk[j] == dst_blk[j - 1] + 1:
+                j += 1
+            runs.append((int(src_blk[i]) * self.B, int(dst_blk[i]) * self.B, (j - i) * self.B))
+            i = j
+        self.tensor_runs = np.array(runs, dtype=np.int64).reshape(-1, 3)
+
+    def layer_runs(self, layer: int):
+        """Nx3 int64 array (src_off, dst_off, len) of the merged writes of one layer (K then V)."""
+        import numpy as np
+
+        out = []
+        for j in (2 * layer, 2 * layer + 1):
+            r = self.tensor_runs.copy()
+            r[:, 0] += j * self.T
+            r[:, 1] += j * self.T
+            out.append(r)
+        return np.concatenate(out)
+
+    def writes_per_layer(self) -> int:
+        return 2 * len(self.tensor_runs)
+
+    def make_source(self):
+        import numpy as np
+
+        return np.frombuffer(bytearray(np.random.default_rng(self.seed).bytes(self.total)), dtype=np.uint8)
+
+    def verify(self, dst) -> bool:
+        import numpy as np
+
+        src = self.make_source()
+        if self.mode == "contiguous":
+            return bool(np.array_equal(dst, src))
+        s3 = src.reshape(self.ntensors, self.nb, self.B)
+        exp = np.empty_like(s3)
+        exp[:, self.perm, :] = s3
+        return bool(np.array_equal(dst.reshape(self.ntensors, self.nb, self.B), exp))
+
+    def describe(self) -> dict:
+        return {
+            "layers": self.L, "tensor_bytes": self.T, "mode": self.mode,
+            "block_bytes": self.B if self.mode == "paged" else None,
+            "total_bytes": self.total, "writes_per_layer": self.writes_per_layer(),
+            "writes_total": self.writes_per_layer() * self.L,
+            "merged_runs_per_tensor": int(len(self.tensor_runs)),
+            "blocks_per_tensor": int(self.nb),
+        }
+
+
+def memcpy_reference(wl: Workload, src, reps: int) -> dict:
+    """Single-thread numpy copyto of exactly the same writes (same runs), median of reps after a warm-up."""
+    import numpy as np
+
+    dst = np.zeros(wl.total, dtype=np.uint8)
+    runs = [wl.layer_runs(l) for l in range(wl.L)]
+
+    def once():
+        t0 = time.perf_counter()
+        for r in runs:
+            for so, do, n in r.tolist():
+                np.copyto(dst[do:do + n], src[so:so + n])
+        return time.perf_counter() - t0
+
+    once()
+    ts = [once() for _ in range(reps)]
+    ok = wl.verify(dst)
+    return {"gbps_median": wl.total / statistics.median(ts) / 1e9, "gbps_best": wl.total / min(ts) / 1e9,
+            "times_s": ts, "verified": ok}
+
+
+# --------------------------------------------------------------------------- control channel
+
+def target_listen(ctrl_file: str):
+    from multiprocessing.connection import Listener
+
+    lst = Listener(("127.0.0.1", 0), authkey=AUTHKEY)
+    tmp = ctrl_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(lst.address[1]))
+    os.replace(tmp, ctrl_file)
+    return lst
+
+
+def accept_with_timeout(lst, timeout: float):
+    import socket as _s
+
+    lst._listener._socket.settimeout(timeout)
+    try:
+        return lst.accept()
+    except _s.timeout:
+        raise TimeoutError(f"no initiator connected within {timeout:.0f} s")
+
+
+def initiator_connect(ctrl_file: str, timeout: float):
+    from multiprocessing.connection import Client
+
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(ctrl_file):
+        if time.monotonic() > deadline:
+            raise TimeoutError("target never published its control port")
+        time.sleep(0.05)
+    port = int(open(ctrl_file).read())
+    return Client(("127.0.0.1", port), authkey=AUTHKEY)
+
+
+def recv(conn, timeout: float, what: str):
+    if not conn.poll(timeout):
+        raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+    msg = conn.recv()
+    if isinstance(msg, dict) and msg.get("error"):
+        raise RuntimeError(f"peer failed during {what}: {msg['error']}")
+    return msg
+
+
+# --------------------------------------------------------------------------- child roles
+
+def run_target(args, make_target):
+    """make_target(args, wl, dst) -> object with .info() (picklable) and .close()."""
+    import numpy as np
+
+    conn = None
+    lst = target_listen(args.ctrl_file)
+    try:
+        conn = accept_with_timeout(lst, args.timeout)
+        wl = Workload(args.layers, args.tensor_bytes, args.mode, args.block_bytes, args.seed)
+        dst = np.zeros(wl.total, dtype=np.uint8)  # touched: pages resident before any write
+        try:
+            tgt = make_target(args, wl, dst)
+            conn.send({"info": tgt.info()})
+        except Exception as e:  # noqa: BLE001
+            conn.send({"error": f"{type(e).__name__}: {e}"})
+            raise
+        while True:
+            msg = recv(conn, args.timeout, "initiator command")
+            cmd = msg.get("cmd")
+            if cmd == "zero":
+                dst[:] = 0
+                conn.send({"ok": True})
+            elif cmd == "verify":
+                t0 = time.perf_counter()
+                ok = wl.verify(dst)
+                conn.send({"verified": ok, "verify_s": time.perf_counter() - t0,
+                           "nonzero_bytes": int(np.count_nonzero(dst))})
+            elif cmd == "bye":
+                conn.send({"ok": True})
+                break
+        try:
+            tgt.close()
+        except Exception:  # noqa: BLE001
+            pass
+    finally:
+        if conn is not None:
+            conn.close()
+        lst.close()
+
+
+def run_initiator(args, make_initiator):
+    """make_initiator(args, wl, src, target_info) -> object with post_layer(l) -> token,
+    wait(token, timeout), details() -> dict, close()."""
+    res = {"ok": False}
+    conn = None
+    try:
+        conn = initiator_connect(args.ctrl_file, min(60.0, args.timeout))
+        wl = Workload(args.layers, args.tensor_bytes, args.mode, args.block_bytes, args.seed)
+        src = wl.make_source()
+        info = recv(conn, min(120.0, args.timeout), "target setup")["info"]
+        t_setup = time.perf_counter()
+        ini = make_initiator(args, wl, src, info)
+        res["setup_s"] = time.perf_counter() - t_setup
+
+        def push():
+            t0 = time.perf_counter()
+            toks = [ini.post_layer(l) for l in range(wl.L)]
+            t_posted = time.perf_counter()
+            for tok in toks:
+                ini.wait(tok, args.op_timeout)
+            t1 = time.perf_counter()
+            return t1 - t0, t_posted - t0
+
+        conn.send({"cmd": "zero"})
+        recv(conn, 60, "zero ack")
+        warm, _ = push()
+        conn.send({"cmd": "verify"})
+        v = recv(conn, 120, "verification")
+        res["verified"] = v["verified"]
+        res["verify_detail"] = v
+        res["warmup_s"] = warm
+        times, post_times = [], []
+        for _ in range(args.reps):
+            t, tp = push()
+            times.append(t)
+            post_times.append(tp)
+        res["times_s"] = times
+        res["post_times_s"] = post_times
+        res["gbps_median"] = wl.total / statistics.median(times) / 1e9
+        res["gbps_best"] = wl.total / min(times) / 1e9
+        res["details"] = ini.details()
+        conn.send({"cmd": "bye"})
+        recv(conn, 30, "bye ack")
+        try:
+            ini.close()
+        except Exception:  # noqa: BLE001
+            pass
+        res["ok"] = True
+    except BaseException as e:  # noqa: BLE001
+        res["error"] = f"{type(e).__name__}: {e}"
+        res["traceback"] = traceback.format_exc()[-3000:]
+        try:
+            if conn is not None:
+                conn.send({"error": res["error"]})
+        except Exception:  # noqa: BLE001
+            pass
+    with open(args.result_file + ".tmp", "w") as f:
+        json.dump(res, f)
+    os.replace(args.result_file + ".tmp", args.result_file)
+    os._exit(0)  # skip library destructors that may block
+
+
+# --------------------------------------------------------------------------- orchestrator
+
+def pick_python(args, probe_import: str) -> str:
+    if args.python:
+        return args.python
+    try:
+        __import__(probe_import)
+        return sys.executable
+    except Exception:  # noqa: BLE001
+        return VENV_PY if os.path.exists(VENV_PY) else sys.executable
+
+
+def _tail(path: str, n: int = 4000) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-n:]
+    except OSError:
+        return ""
+
+
+def scan_log(path: str, patterns, limit: int = 60) -> list:
+    """Lines of a child's log that match any regex in patterns (deduplicated, in order)."""
+    import re
+
+    seen, out = set(), []
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                line = line.rstrip()
+                key = re.sub(r"^[IWEF]\d{4} [\d:.]+ +\d+ ", "", line)
+                if key in seen or not any(re.search(p, line) for p in patterns):
+                    continue
+                seen.add(key)
+                out.append(line[:300])
+                if len(out) >= limit:
+                    break
+    except OSError:
+        pass
+    return out
+
+
+def run_attempt(script: str, args, python: str, variant: str, env_extra: dict, timeout: float,
+                log_patterns=()) -> dict:
+    """Run one target+initiator pair; always returns a dict (never raises, never hangs)."""
+    work = tempfile.mkdtemp(prefix="kvpeer-")
+    ctrl, result = os.path.join(work, "ctrl"), os.path.join(work, "result.json")
+    env = dict(os.environ)
+    env.update(env_extra)
+    common = [python, script, "--layers", str(args.layers), "--tensor-bytes", str(args.tensor_bytes),
+              "--mode", args.mode, "--block-bytes", str(args.block_bytes), "--reps", str(args.reps),
+              "--seed", str(args.seed), "--timeout", str(timeout), "--op-timeout", str(args.op_timeout),
+              "--variant", variant, "--ctrl-file", ctrl, "--result-file", result]
+    if args.no_memcpy:
+        common.append("--no-memcpy")
+    logs = {r: os.path.join(work, f"{r}.log") for r in ("target", "initiator")}
+    procs = {}
+    t0 = time.monotonic()
+    out = {"variant": variant, "env": env_extra, "python": python, "logdir": work}
+    try:
+        for role in ("target", "initiator"):
+            procs[role] = subprocess.Popen(common + ["--role", role], env=env,
+                                           stdout=open(logs[role], "w"), stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL)
+        deadline = t0 + timeout + 15
+        while time.monotonic() < deadline:
+            if procs["initiator"].poll() is not None:
+                break
+            time.sleep(0.1)
+        else:
+            out["error"] = f"attempt timed out after {timeout + 15:.0f} s (killed)"
+        # give the target a moment to leave on its own
+        t_end = time.monotonic() + 10
+        while procs["target"].poll() is None and time.monotonic() < t_end:
+            time.sleep(0.1)
+    finally:
+        for role, p in procs.items():
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+            out[f"{role}_rc"] = p.returncode
+    out["wall_s"] = time.monotonic() - t0
+    if os.path.exists(result):
+        with open(result) as f:
+            r = json.load(f)
+        out.update({k: v for k, v in r.items() if k not in out or k == "error"})
+    elif "error" not in out:
+        out["error"] = f"initiator exited rc={out.get('initiator_rc')} without a result"
+    if not out.get("ok"):
+        out.setdefault("error", "unknown failure")
+        out["initiator_log_tail"] = _tail(logs["initiator"], 3000)
+        out["target_log_tail"] = _tail(logs["target"], 3000)
+    out["logs"] = logs
+    if log_patterns:
+        out["initiator_log_lines"] = scan_log(logs["initiator"], log_patterns)
+        out["target_log_lines"] = scan_log(logs["target"], log_patterns)
+    return out
+
+
+def finish(system: str, args, attempts: list, extra: dict) -> int:
+    import importlib.util  # noqa: F401  (keep the orchestrator free of numpy/library imports)
+
+    wl_desc = {"layers": args.layers, "tensor_bytes": args.tensor_bytes,
+               "block_bytes": args.block_bytes if args.mode == "paged" else None,
+               "total_bytes": 2 * args.layers * args.tensor_bytes}
+    ok = [a for a in attempts if a.get("ok")]
+    best = ok[0] if ok else None
+    res = {"system": system, "mode": args.mode, **wl_desc,
+           "date": _dt.datetime.now().isoformat(timespec="seconds"),
+           "host": {"node": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release()},
+           "reps": args.reps}
+    if not args.no_memcpy:
+        # single-thread numpy copyto of the same writes, run here after every child has exited
+        # (the libraries' progress threads would otherwise compete for the CPUs)
+        try:
+            wl = Workload(args.layers, args.tensor_bytes, args.mode, args.block_bytes, args.seed)
+            res["memcpy"] = memcpy_reference(wl, wl.make_source(), args.reps)
+            res["memcpy_gbps_median"] = res["memcpy"]["gbps_median"]
+        except Exception as e:  # noqa: BLE001
+            res["memcpy"] = {"error": f"{type(e).__name__}: {e}"}
+    if best:
+        res.update({"gbps_median": best["gbps_median"], "gbps_best": best["gbps_best"],
+                    "verified": best.get("verified", False), "variant": best["variant"],
+                    "times_s": best.get("times_s"), "setup_s": best.get("setup_s"),
+                    "transport": best.get("effective_transport") or best.get("details", {}).get("transport"),
+                    "details": best.get("details")})
+    else:
+        res.update({"gbps_median": None, "gbps_best": None, "verified": False,
+                    "error": " | ".join(f"[{a['variant']}] {a.get('error')}" for a in attempts)})
+    res["attempts"] = attempts
+    res.update(extra)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    if best:
+        others = ", ".join(f"{a['variant']}: " + (f"{a['gbps_median']:.2f} GB/s" if a.get("ok") else "FAILED")
+                           for a in attempts)
+        mc = f", memcpy {res['memcpy_gbps_median']:.2f} GB/s" if res.get("memcpy_gbps_median") else ""
+        print(f"{system} {args.mode}: {res['gbps_median']:.2f} GB/s median (best {res['gbps_best']:.2f}), "
+              f"{res['total_bytes'] / 2**20:.0f} MiB, verified={res['verified']}, via {best['variant']}{mc}"
+              f" [attempts: {others}]")
+    else:
+        print(f"{system} {args.mode}: FAILED: {res['error'][:500]}")
+    return 0

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds the C++ tests with ASan+UBSan and with TSan (separate build folders)
+# and runs them. UCX's memory hooks are turned off (UCX_MEM_EVENTS=no): under
+# TSan they crash in exiting threads. Fails on any sanitizer report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo} UCX_MEM_EVENTS=no
+logs=$(mktemp -d)
+run() {  # name, sanitizer, env...
+  local name=$1 san=$2
+  shift 2
+  cmake -S . -B "build-$name" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DKVDIST_SANITIZE="$san" \
+    -DKVDIST_BUILD_EXAMPLES=OFF >/dev/null
+  cmake --build "build-$name" -j 2
+  env "$@" ctest --test-dir "build-$name" --output-on-failure -j 2
+}
+run asan address,undefined \
+  ASAN_OPTIONS="detect_leaks=1:detect_stack_use_after_return=1:log_path=$logs/asan" \
+  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan"
+run tsan thread \
+  TSAN_OPTIONS="suppressions=$PWD/tools/sanitizers/tsan.supp:history_size=7:log_path=$logs/tsan"
+# Reports of child (peer) processes do not fail their test: look for them.
+if ls "$logs"/* >/dev/null 2>&1; then
+  echo "sanitizer reports:"
+  head -n 60 "$logs"/*
+  exit 1
+fi
+echo "sanitizers: clean"

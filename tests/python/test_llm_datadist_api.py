@@ -1,0 +1,765 @@
+"""llm_datadist: names, values, configs and transfer_cache_async's validation.
+
+These tests need no transport: ``KvCacheManager`` runs over a fake native
+object that records what reaches it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+import llm_datadist
+from llm_datadist import (
+    CacheDesc,
+    CacheKey,
+    CacheTask,
+    DataType,
+    KvCache,
+    LayerSynchronizer,
+    LLMClusterInfo,
+    LLMConfig,
+    LlmConfig,
+    LLMException,
+    LLMRole,
+    LLMStatusCode,
+    Placement,
+    TransferConfig,
+)
+
+PARAM_INVALID = LLMStatusCode.LLM_PARAM_INVALID
+
+ORIGINAL_NAMES = [
+    "LLMClusterInfo",
+    "LLMStatusCode",
+    "LLMException",
+    "LLMRole",
+    "LlmConfig",
+    "LLMConfig",
+    "DataType",
+    "Status",
+    "CacheDesc",
+    "CacheKey",
+    "CacheKeyByIdAndIndex",
+    "KvCache",
+    "Cache",
+    "BlocksCacheKey",
+    "LLMDataDist",
+    "Placement",
+    "RegisterMemStatus",
+    "LayerSynchronizer",
+    "TransferConfig",
+    "CacheTask",
+    "TransferWithCacheKeyConfig",
+    "Memtype",
+    "MemInfo",
+    "TensorDesc",
+    "Tensor",
+    "KvCacheManager",
+]
+
+
+# ---- names, status codes, exceptions ----------------------------------------
+
+
+def test_star_import_gives_every_original_name() -> None:
+    namespace: dict[str, Any] = {}
+    exec("from llm_datadist import *", namespace)
+    assert sorted(llm_datadist.__all__) == sorted(ORIGINAL_NAMES)
+    for name in ORIGINAL_NAMES:
+        assert name in namespace, name
+    assert namespace["LLMConfig"] is namespace["LlmConfig"]
+    with pytest.raises(AttributeError):
+        _ = llm_datadist.NoSuchName  # type: ignore[attr-defined]
+
+
+def test_import_sets_auto_use_uc_memory() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "AUTO_USE_UC_MEMORY"}
+    code = "import os, llm_datadist; print(os.environ['AUTO_USE_UC_MEMORY'])"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "0", out.stderr
+    env["AUTO_USE_UC_MEMORY"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "1", out.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("LLM_SUCCESS", 0),
+        ("LLM_FAILED", 0xFFFFFFFF),
+        ("LLM_WAIT_PROCESS_TIMEOUT", 0x5010B001),
+        ("LLM_KV_CACHE_NOT_EXIST", 0x5010B002),
+        ("LLM_PARAM_INVALID", 1343270917),
+        ("LLM_NOT_YET_LINK", 0x5010B007),
+        ("LLM_LINK_FAILED", 0x5010B009),
+        ("LLM_CLUSTER_NUM_EXCEED_LIMIT", 0x5010B00C),
+        ("LLM_DEVICE_OUT_OF_MEMORY", 0x5010B00E),
+        ("LLM_SEQ_LENOVERLIMIT", 0x5010B011),
+        ("LLM_BLOCKS_OUT_OF_MEMORY", 0x5010B013),
+        ("LLM_EXIST_LINK", 0x5010B018),
+        ("LLM_FEATURE_NOT_ENABLED", 0x5010B019),
+        ("LLM_TIMEOUT", 0x5010B01A),
+        ("LLM_LINK_BUSY", 0x5010B01B),
+        ("LLM_OUT_OF_MEMORY", 0x5010B01C),
+        ("LLM_DEVICE_MEM_ERROR", 507053),
+        ("LLM_SUSPECT_REMOTE_ERROR", 507057),
+        ("LLM_UNKNOWN_ERROR", -1),
+    ],
+)
+def test_status_code_values(name: str, value: int) -> None:
+    code = LLMStatusCode[name]
+    assert code == value
+    assert LLMStatusCode(value) is code
+    assert str(code) == f"LLMStatusCode.{name}"
+
+
+def test_status_code_members_and_unknown_codes() -> None:
+    assert len(LLMStatusCode) == 29
+    assert llm_datadist.status.code_2_status(0x5010B014) is LLMStatusCode.LLM_FAILED
+    status = llm_datadist.Status(PARAM_INVALID)
+    assert not status.is_ok() and status.status_code is PARAM_INVALID
+    assert llm_datadist.Status().is_ok()
+
+
+def test_llm_exception() -> None:
+    exc = LLMException("boom", status_code=PARAM_INVALID)
+    assert isinstance(exc, RuntimeError)
+    assert exc.status_code is PARAM_INVALID
+    assert str(exc) == "boom"
+    assert LLMException("x").status_code is LLMStatusCode.LLM_SUCCESS
+    with pytest.raises(AttributeError):
+        exc.status_code = LLMStatusCode.LLM_FAILED  # type: ignore[misc]
+
+
+def test_enums() -> None:
+    assert (LLMRole.PROMPT, LLMRole.DECODER, LLMRole.MIX) == (1, 2, 3)
+    assert str(LLMRole.PROMPT) == "LLMRole.PROMPT"
+    assert (Placement.HOST, Placement.DEVICE) == (0, 1)
+    values = {d.name: d.value for d in DataType}
+    assert values == {
+        "DT_FLOAT": 0,
+        "DT_FLOAT16": 1,
+        "DT_BF16": 27,
+        "DT_INT8": 2,
+        "DT_INT16": 6,
+        "DT_UINT16": 7,
+        "DT_UINT8": 4,
+        "DT_INT32": 3,
+        "DT_INT64": 9,
+        "DT_UINT32": 8,
+        "DT_UINT64": 10,
+        "DT_BOOL": 12,
+        "DT_DOUBLE": 11,
+        "DT_STRING": 13,
+    }
+    assert llm_datadist.RegisterMemStatus.FAILED.value == 2
+    assert llm_datadist.Memtype.MEM_TYPE_HOST.value == 1
+
+
+# ---- LLMConfig ----------------------------------------------------------------
+
+
+def test_llm_config_options() -> None:
+    config = LLMConfig()
+    assert config.generate_options() == {"llm.MemoryUtilization": "0.95"}
+    config.device_id = 3
+    config.listen_ip_info = "127.0.0.1:26000"
+    config.sync_kv_timeout = 500
+    config.ge_options = {"ge.flowGraphMemMaxSize": "1073741824"}
+    config.enable_switch_role = True
+    config.link_total_time = 10
+    config.link_retry_count = 3
+    config.mem_utilization = 0.5
+    config.buf_pool_cfg = '{"buf_cfg":[]}'
+    config.enable_cache_manager = False
+    config.rdma_traffic_class = 132
+    config.output_max_size = 7
+    options = config.generate_options()
+    assert options == {
+        "ge.flowGraphMemMaxSize": "1073741824",
+        "ge.exec.deviceId": "3",
+        "ge.session_device_id": "3",
+        "llm.SyncKvCacheWaitTime": "500",
+        "llm.BufPoolCfg": '{"buf_cfg":[]}',
+        "llm.EnableCacheManager": "0",
+        "llm.listenIpInfo": "127.0.0.1:26000",
+        "llm.LinkTotalTime": "10",
+        "llm.LinkRetryCount": "3",
+        "llm.RdmaTrafficClass": "132",
+        "llm.OutputMaxSize": "7",
+        "llm.EnableSwitchRole": "1",
+        "llm.MemoryUtilization": "0.5",
+    }
+    assert config.gen_options() == options
+    multi = LlmConfig()
+    multi.device_id = [0, 1]
+    assert multi.generate_options()["ge.exec.deviceId"] == "0;1"
+    assert multi.generate_options()["ge.session_device_id"] == "0"
+    assert (multi.link_total_time, multi.link_retry_count) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("prop", "value", "error"),
+    [
+        ("device_id", "0", TypeError),
+        ("device_id", -1, LLMException),
+        ("device_id", [0, "1"], TypeError),
+        ("device_id", 2**31, ValueError),
+        ("listen_ip_info", 1, TypeError),
+        ("sync_kv_timeout", 0, LLMException),
+        ("sync_kv_timeout", "12a", LLMException),
+        ("sync_kv_timeout", 1.5, TypeError),
+        ("sync_kv_timeout", 2**31, ValueError),
+        ("ge_options", {"a": 1}, TypeError),
+        ("ge_options", [], TypeError),
+        ("mem_utilization", 1, TypeError),
+        ("mem_utilization", 1.5, LLMException),
+        ("enable_switch_role", 1, TypeError),
+        ("link_total_time", 2**32, LLMException),
+        ("link_retry_count", 0, LLMException),
+        ("link_retry_count", 101, LLMException),
+        ("rdma_service_level", -1, ValueError),
+        ("enable_cache_manager", "1", TypeError),
+        ("buf_pool_cfg", {}, TypeError),
+    ],
+)
+def test_llm_config_validation(prop: str, value: Any, error: type[Exception]) -> None:
+    config = LLMConfig()
+    with pytest.raises(error) as info:
+        setattr(config, prop, value)
+    if error is LLMException:
+        assert info.value.status_code is PARAM_INVALID  # type: ignore[attr-defined]
+
+
+def test_llm_config_sync_kv_timeout_digit_string() -> None:
+    config = LLMConfig()
+    config.sync_kv_timeout = "2000"
+    assert config.generate_options()["llm.SyncKvCacheWaitTime"] == "2000"
+
+
+# ---- LLMClusterInfo ---------------------------------------------------------------
+
+
+def test_cluster_info_ip_conversion() -> None:
+    info = LLMClusterInfo()
+    info.remote_cluster_id = 7
+    info.append_remote_ip_info("127.0.0.1", 26000)
+    info.append_remote_ip_info("192.168.1.2", 1)
+    info.append_local_ip_info(16777343, 2)
+    assert info.remote_ip_info_list == [(16777343, 26000), (0x0201A8C0, 1)]
+    assert info.local_ip_info_list == [(16777343, 2)]
+    assert llm_datadist.configs.int_ip_to_str(16777343) == "127.0.0.1"
+    assert llm_datadist.configs.int_ip_to_str(0x0201A8C0) == "192.168.1.2"
+    info.remote_role_type = LLMRole.PROMPT
+    assert info.remote_cluster_id == 7
+
+
+def test_cluster_info_validation() -> None:
+    info = LLMClusterInfo()
+    with pytest.raises(RuntimeError) as bad_ip:
+        info.append_remote_ip_info("not-an-ip", 1)
+    assert not isinstance(bad_ip.value, LLMException)
+    with pytest.raises(TypeError):
+        info.append_remote_ip_info(1.0, 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        info.append_remote_ip_info("127.0.0.1", 65536)
+    with pytest.raises(TypeError):
+        info.append_remote_ip_info("127.0.0.1", "1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        info.remote_cluster_id = -1
+    with pytest.raises(TypeError):
+        info.remote_cluster_id = "1"  # type: ignore[assignment]
+    with pytest.raises(TypeError):
+        info.remote_role_type = "PROMPT"  # type: ignore[assignment]
+
+
+# ---- CacheDesc, keys, KvCache ----------------------------------------------------
+
+
+def test_cache_desc() -> None:
+    desc = CacheDesc(4, [2, 16, 8], DataType.DT_BF16, seq_len_dim_index=1)
+    assert (desc.num_tensors, desc.shape, desc.batch_size, desc.size) == (4, [2, 16, 8], 2, 512)
+    assert desc.placement is Placement.DEVICE and desc.batch_dim == 0
+    desc.update_dim(1, 32)
+    assert desc.size == 1024
+    with pytest.raises(TypeError):
+        CacheDesc(4, [2, 1.5], DataType.DT_FLOAT)  # type: ignore[list-item]
+    with pytest.raises(TypeError):
+        CacheDesc(4, [2], 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        CacheDesc(-1, [2], DataType.DT_FLOAT)
+    with pytest.raises(LLMException):
+        CacheDesc(4, [2], DataType.DT_FLOAT, batch_dim_index=1)
+    with pytest.raises(LLMException):
+        CacheDesc(4, [2], DataType.DT_FLOAT, seq_len_dim_index=1)
+
+
+def test_cache_keys() -> None:
+    key = CacheKey(1, 2)
+    assert (key.prompt_cluster_id, key.req_id, key.model_id, key.prefix_id) == (1, 2, 0, 2**64 - 1)
+    key = CacheKey(prompt_cluster_id=3, req_id=4, model_id=5)
+    assert (key.cluster_id, key.req_id, key.model_id) == (3, 4, 5)
+    with pytest.raises(LLMException):
+        CacheKey(1)
+    with pytest.raises(LLMException):
+        CacheKey(1, 2, bogus=3)
+    with pytest.raises(ValueError):
+        CacheKey(-1, 2)
+    by_id = llm_datadist.CacheKeyByIdAndIndex(1, -1, 2)
+    assert (by_id.cluster_id, by_id.cache_id, by_id.batch_index) == (1, -1, 2)
+    blocks = llm_datadist.BlocksCacheKey(prompt_cluster_id=9, model_id=1)
+    assert (blocks.cluster_id, blocks.model_id) == (9, 1)
+    with pytest.raises(TypeError):
+        llm_datadist.BlocksCacheKey("9")  # type: ignore[arg-type]
+
+
+def test_create_cpu_cache() -> None:
+    desc = CacheDesc(2, [1, 4], DataType.DT_FLOAT, Placement.HOST)
+    cache = KvCache.create_cpu_cache(desc, [100, 200])
+    assert (cache.cache_id, cache.per_device_tensor_addrs) == (-1, [[100, 200]])
+    assert KvCache.create_cpu_cache(desc, [[1, 2], [3, 4]]).per_device_tensor_addrs == [
+        [1, 2],
+        [3, 4],
+    ]
+    with pytest.raises(LLMException):
+        KvCache.create_cpu_cache(CacheDesc(2, [1, 4], DataType.DT_FLOAT), [1, 2])
+    with pytest.raises(LLMException):
+        KvCache.create_cpu_cache(desc, [])
+    with pytest.raises(LLMException):
+        KvCache.create_cpu_cache(desc, [1])
+    with pytest.raises(TypeError):
+        KvCache.create_cpu_cache(desc, [1, [2]])  # type: ignore[list-item]
+
+
+# ---- TransferConfig, LayerSynchronizer --------------------------------------------
+
+
+def test_transfer_config() -> None:
+    config = TransferConfig(2, [1, 2], range(0, 1), 0)
+    assert repr(config) == (
+        "TransferConfig(dst_cluster_id=2, dst_addrs=[1, 2], src_layer_range=range(0, 1), "
+        "src_batch_index=0)"
+    )
+    assert config.dst_layer_range is None
+    config.src_layer_range = None
+    config.dst_addrs = (3, 4)
+    assert config.dst_addrs == (3, 4)
+    for prop, value, error in [
+        ("dst_cluster_id", -1, ValueError),
+        ("dst_cluster_id", "2", TypeError),
+        ("dst_addrs", None, TypeError),
+        ("dst_addrs", [1.0], TypeError),
+        ("dst_addrs", [2**64], ValueError),
+        ("src_layer_range", [0, 1], TypeError),
+        ("src_layer_range", range(0, 4, 2), LLMException),
+        ("src_layer_range", range(2, 2), LLMException),
+        ("src_layer_range", range(-1, 2), LLMException),
+        ("src_batch_index", 2**32, ValueError),
+        ("src_batch_index", None, TypeError),
+    ]:
+        with pytest.raises(error):
+            setattr(config, prop, value)
+    with pytest.raises(TypeError):
+        TransferConfig(2, None)  # type: ignore[arg-type]
+
+
+def test_layer_synchronizer_is_abstract() -> None:
+    with pytest.raises(TypeError):
+        LayerSynchronizer()  # type: ignore[abstract]
+
+    class Incomplete(LayerSynchronizer):  # type: ignore[misc]
+        pass
+
+    with pytest.raises(TypeError):
+        Incomplete()  # type: ignore[abstract]
+
+
+# ---- transfer_cache_async validation over a fake native layer ----------------------
+
+
+class FakeTask:
+    """Stands for ``kvdist._kvdist.Task``."""
+
+    def __init__(self, results: list[int | None], running: bool = False) -> None:
+        self.results = results
+        self.running = running
+        self.timeouts: list[int | None] = []
+
+    def synchronize(self, timeout_ms: int | None = None) -> int:
+        self.timeouts.append(timeout_ms)
+        if self.running:
+            return int(LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT)
+        for r in self.results:
+            if r not in (None, 0):
+                return int(r)  # type: ignore[arg-type]
+        return 0
+
+    def get_results(self, timeout_ms: int | None = None) -> list[int | None]:
+        self.timeouts.append(timeout_ms)
+        if self.running:
+            return [int(LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT)] * len(self.results)
+        return list(self.results)
+
+    def done(self) -> bool:
+        return not self.running
+
+    def result_message(self, index: int) -> str:
+        return f"message {index}"
+
+
+class FakeNative:
+    """Records ``transfer`` calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def transfer(self, *args: Any, **kwargs: Any) -> FakeTask:
+        self.calls.append((args, kwargs))
+        return FakeTask([0] * len(args[7]))
+
+
+class Sync(LayerSynchronizer):
+    """Records calls; answers ``answer``."""
+
+    def __init__(self, answer: Any = True) -> None:
+        self.answer = answer
+        self.calls: list[tuple[int, int | None]] = []
+
+    def synchronize_layer(self, layer_index: int, timeout_in_millis: int | None) -> bool:
+        self.calls.append((layer_index, timeout_in_millis))
+        return self.answer  # type: ignore[no-any-return]
+
+
+class DuckSync:
+    """Has the method but is not a LayerSynchronizer."""
+
+    def synchronize_layer(self, layer_index: int, timeout_in_millis: int | None) -> bool:
+        return True
+
+
+def _manager(role: LLMRole = LLMRole.PROMPT) -> tuple[Any, FakeNative]:
+    native = FakeNative()
+    return llm_datadist.KvCacheManager(native, role), native
+
+
+def _cache(num_tensors: int = 8, blocks: bool = False) -> KvCache:
+    desc = CacheDesc(num_tensors, [4, 16], DataType.DT_FLOAT16)
+    cache = KvCache(5, desc, [[0x10000 + 0x100 * i for i in range(num_tensors)]], None)
+    cache._is_blocks = blocks
+    return cache
+
+
+def _config(n_addrs: int = 8, layers: range | None = None, batch: int = 0) -> TransferConfig:
+    return TransferConfig(2, [0x90000 + 0x40 * i for i in range(n_addrs)], layers, batch)
+
+
+# Each case: (id, role, kwargs overriding the valid call, exception class, status code).
+_OK: dict[str, Any] = {}
+VALIDATION_CASES: list[tuple[str, LLMRole, dict[str, Any], type[Exception], Any]] = [
+    # 1. role first: even a None src_cache is reported as the role error
+    ("role_decoder", LLMRole.DECODER, _OK, LLMException, PARAM_INVALID),
+    ("role_before_types", LLMRole.DECODER, {"src_cache": None}, LLMException, PARAM_INVALID),
+    # 2. src_cache
+    ("src_none", LLMRole.PROMPT, {"src_cache": None}, TypeError, None),
+    ("src_wrong_type", LLMRole.PROMPT, {"src_cache": "cache"}, TypeError, None),
+    (
+        "src_before_blocks",
+        LLMRole.PROMPT,
+        {"src_cache": 1, "dst_block_indices": "x"},
+        TypeError,
+        None,
+    ),
+    # 3. dst_block_indices, then src_block_indices
+    ("dst_blocks_type", LLMRole.PROMPT, {"dst_block_indices": "01"}, TypeError, None),
+    ("dst_blocks_elem_type", LLMRole.PROMPT, {"dst_block_indices": [1.0]}, TypeError, None),
+    ("dst_blocks_range", LLMRole.PROMPT, {"dst_block_indices": [-1]}, ValueError, None),
+    ("dst_blocks_uint64", LLMRole.PROMPT, {"dst_block_indices": [2**64]}, ValueError, None),
+    (
+        "dst_blocks_before_src",
+        LLMRole.PROMPT,
+        {"dst_block_indices": [-1], "src_block_indices": "x"},
+        ValueError,
+        None,
+    ),
+    ("src_blocks_type", LLMRole.PROMPT, {"src_block_indices": {0: 1}}, TypeError, None),
+    ("src_blocks_range", LLMRole.PROMPT, {"src_block_indices": [0, -2]}, ValueError, None),
+    # 4. dst_block_memory_size
+    ("block_size_type", LLMRole.PROMPT, {"dst_block_memory_size": 1.5}, TypeError, None),
+    ("block_size_range", LLMRole.PROMPT, {"dst_block_memory_size": -1}, ValueError, None),
+    (
+        "block_size_before_combination",
+        LLMRole.PROMPT,
+        {"dst_block_memory_size": -1, "src_block_indices": [0]},
+        ValueError,
+        None,
+    ),
+    # 5. block combinations
+    ("blocks_to_cache", LLMRole.PROMPT, {"src_block_indices": [0, 1]}, LLMException, PARAM_INVALID),
+    (
+        "blocks_mismatch",
+        LLMRole.PROMPT,
+        {"src_block_indices": [0, 1], "dst_block_indices": [0]},
+        LLMException,
+        PARAM_INVALID,
+    ),
+    ("cache_to_blocks", LLMRole.PROMPT, {"dst_block_indices": [0]}, LLMException, PARAM_INVALID),
+    (
+        "cache_to_empty_blocks",
+        LLMRole.PROMPT,
+        {"dst_block_indices": []},
+        LLMException,
+        PARAM_INVALID,
+    ),
+    (
+        "combination_before_synchronizer",
+        LLMRole.PROMPT,
+        {"dst_block_indices": [0], "layer_synchronizer": None},
+        LLMException,
+        PARAM_INVALID,
+    ),
+    # 6. layer_synchronizer
+    ("sync_none", LLMRole.PROMPT, {"layer_synchronizer": None}, TypeError, None),
+    ("sync_duck_typed", LLMRole.PROMPT, {"layer_synchronizer": DuckSync()}, TypeError, None),
+    (
+        "sync_before_block_size",
+        LLMRole.PROMPT,
+        {"layer_synchronizer": None, "dst_block_memory_size": 64},
+        TypeError,
+        None,
+    ),
+    # 7. transfer_configs
+    ("configs_none", LLMRole.PROMPT, {"transfer_configs": None}, TypeError, None),
+    ("configs_not_list", LLMRole.PROMPT, {"transfer_configs": "configs"}, TypeError, None),
+    ("configs_elem", LLMRole.PROMPT, {"transfer_configs": [object()]}, TypeError, None),
+    (
+        "configs_before_block_size",
+        LLMRole.PROMPT,
+        {"transfer_configs": None, "dst_block_memory_size": 64},
+        TypeError,
+        None,
+    ),
+    # 8. dst_block_memory_size only with blocks
+    (
+        "block_size_without_blocks",
+        LLMRole.PROMPT,
+        {"dst_block_memory_size": 64},
+        LLMException,
+        PARAM_INVALID,
+    ),
+    # 9. even tensor count (before any per-config check)
+    (
+        "odd_tensors",
+        LLMRole.PROMPT,
+        {"src_cache": "odd", "transfer_configs": "bad_count"},
+        LLMException,
+        PARAM_INVALID,
+    ),
+    # 10. per config
+    (
+        "pa_batch_index",
+        LLMRole.PROMPT,
+        {
+            "src_block_indices": [0],
+            "dst_block_indices": [1],
+            "transfer_configs": "batch1",
+        },
+        LLMException,
+        PARAM_INVALID,
+    ),
+    (
+        "range_beyond_layers",
+        LLMRole.PROMPT,
+        {"transfer_configs": "range2_5"},
+        LLMException,
+        PARAM_INVALID,
+    ),
+    (
+        "dst_addrs_count",
+        LLMRole.PROMPT,
+        {"transfer_configs": "bad_count"},
+        LLMException,
+        PARAM_INVALID,
+    ),
+    (
+        "dst_addrs_count_for_range",
+        LLMRole.PROMPT,
+        {"transfer_configs": "range1_3_eight_addrs"},
+        LLMException,
+        PARAM_INVALID,
+    ),
+]
+
+_CONFIG_SETS = {
+    "bad_count": lambda: [_config(7)],
+    "batch1": lambda: [_config(8, None, 1)],
+    "range2_5": lambda: [_config(6, range(2, 5))],
+    "range1_3_eight_addrs": lambda: [_config(8, range(1, 3))],
+}
+
+
+def _call_args(overrides: dict[str, Any]) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "src_cache": _cache(),
+        "layer_synchronizer": Sync(),
+        "transfer_configs": [_config()],
+    }
+    for key, value in overrides.items():
+        if key == "src_cache" and value == "odd":
+            value = _cache(7)
+        if key == "transfer_configs" and isinstance(value, str) and value in _CONFIG_SETS:
+            value = _CONFIG_SETS[value]()
+        args[key] = value
+    return args
+
+
+@pytest.mark.parametrize(
+    ("role", "overrides", "error", "code"),
+    [case[1:] for case in VALIDATION_CASES],
+    ids=[case[0] for case in VALIDATION_CASES],
+)
+def test_transfer_validation(
+    role: LLMRole, overrides: dict[str, Any], error: type[Exception], code: Any
+) -> None:
+    manager, native = _manager(role)
+    with pytest.raises(error) as info:
+        manager.transfer_cache_async(**_call_args(overrides))
+    assert type(info.value) is error
+    if code is not None:
+        assert info.value.status_code is code  # type: ignore[attr-defined]
+    assert native.calls == [], "nothing may reach the native layer"
+
+
+def test_transfer_valid_calls_reach_native() -> None:
+    manager, native = _manager()
+    sync = Sync()
+    config = _config()
+    assert config.src_layer_range is None
+    task = manager.transfer_cache_async(_cache(), sync, (config,), None, None, 0)
+    assert isinstance(task, CacheTask)
+    # None is replaced in the caller's own TransferConfig object.
+    assert config.src_layer_range == range(0, 4)
+    (args, kwargs) = native.calls[0]
+    assert args[0] == 5 and args[1] == 8 and args[2] == [4, 16]
+    assert args[3] == DataType.DT_FLOAT16.value
+    assert args[7] == [(2, list(config.dst_addrs), 0, 4, 0)]
+    assert (args[8], args[9], args[10]) == ([], [], 0)
+    assert kwargs == {"sync_timeout_ms": None, "unbounded": True}
+    # The synchronizer given to kvdist calls the user's with timeout None.
+    assert args[6](3, 1000) is True
+    assert sync.calls == [(3, None)]
+    sync.answer = 0
+    assert args[6](1, None) is False
+
+    # Paged: equal-length non-empty index lists, dst_block_memory_size allowed.
+    ranged = _config(4, range(1, 3))
+    manager.transfer_cache_async(_cache(blocks=True), sync, [ranged], [0, 1], [2, 3], 4096)
+    (args, _) = native.calls[1]
+    assert args[7] == [(2, list(ranged.dst_addrs), 1, 3, 0)]
+    assert (args[8], args[9], args[10]) == ([0, 1], [2, 3], 4096)
+
+
+def test_transfer_replaces_ranges_config_by_config() -> None:
+    manager, native = _manager()
+    first, second = _config(), _config(3)
+    with pytest.raises(LLMException):
+        manager.transfer_cache_async(_cache(), Sync(), [first, second])
+    assert first.src_layer_range == range(0, 4)
+    assert second.src_layer_range == range(0, 4)
+    assert native.calls == []
+
+
+def test_empty_config_list_is_accepted() -> None:
+    manager, native = _manager()
+    task = manager.transfer_cache_async(_cache(), Sync(), [])
+    assert task.synchronize() is LLMStatusCode.LLM_SUCCESS
+    assert task.get_results() == []
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "pull_cache",
+        "pull_blocks",
+        "copy_cache",
+        "copy_blocks",
+        "swap_blocks",
+        "remove_cache_key",
+        "get_cache_tensors",
+    ],
+)
+def test_other_methods_not_enabled(method: str) -> None:
+    role = LLMRole.DECODER if method.startswith("pull") else LLMRole.PROMPT
+    manager, _ = _manager(role)
+    cache = _cache()
+    args: dict[str, tuple[Any, ...]] = {
+        "pull_cache": (CacheKey(1, 2), cache),
+        "pull_blocks": (llm_datadist.BlocksCacheKey(1), cache, [0], [0]),
+        "copy_cache": (cache, cache),
+        "copy_blocks": (cache, {0: [1]}),
+        "swap_blocks": (cache, cache, {0: 1}),
+        "remove_cache_key": (CacheKey(1, 2),),
+        "get_cache_tensors": (cache,),
+    }
+    with pytest.raises(LLMException) as info:
+        getattr(manager, method)(*args[method])
+    assert info.value.status_code is LLMStatusCode.LLM_FEATURE_NOT_ENABLED
+    with pytest.raises(TypeError):
+        getattr(manager, method)(None, *args[method][1:])
+
+
+# ---- CacheTask over a fake task ---------------------------------------------
+
+
+def test_cache_task_results_and_synchronize() -> None:
+    fake = FakeTask([0, int(PARAM_INVALID), None])
+    task = CacheTask(fake, 3)
+    assert task.get_results() == [LLMStatusCode.LLM_SUCCESS, PARAM_INVALID, None]
+    assert task.synchronize() is PARAM_INVALID
+    assert task.get_results(0) == task.get_results(10)
+    assert task.result_message(1) == "message 1"
+    assert CacheTask(FakeTask([None, None]), 2).synchronize() is LLMStatusCode.LLM_SUCCESS
+
+
+def test_cache_task_while_running() -> None:
+    fake = FakeTask([0, 0], running=True)
+    task = CacheTask(fake, 2)
+    wait = LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT
+    assert task.get_results(5) == [wait, wait]
+    assert task.synchronize(5) is wait
+    assert fake.timeouts == [5, 5]
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [(1.5, TypeError), ("10", TypeError), (-1, ValueError), (2**32, ValueError)],
+)
+def test_cache_task_timeout_checks(timeout: Any, error: type[Exception]) -> None:
+    task = CacheTask(FakeTask([0]), 1)
+    with pytest.raises(error):
+        task.get_results(timeout)
+    with pytest.raises(error):
+        task.synchronize(timeout)
+    assert task.get_results(2**32 - 1) == [LLMStatusCode.LLM_SUCCESS]
+
+
+def test_tensor_types() -> None:
+    np = pytest.importorskip("numpy")
+    desc = llm_datadist.TensorDesc(DataType.DT_FLOAT, [2])
+    tensor = llm_datadist.Tensor(np.zeros(2, dtype=np.float32))
+    assert tensor.tensor_desc.dtype is DataType.DT_FLOAT and desc.shape == [2]
+    assert tensor.numpy(copy=True).tolist() == [0.0, 0.0]
+
+
+def test_threading_is_not_needed_for_validation() -> None:
+    before = threading.active_count()
+    manager, _ = _manager()
+    with pytest.raises(LLMException):
+        manager.transfer_cache_async(_cache(7), Sync(), [_config()])
+    assert threading.active_count() == before
