@@ -3,12 +3,13 @@
 # change any C++ file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v clang-format >/dev/null || {
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang-format >/dev/null
-}
-bad=$(git ls-files '*.h' '*.cc' | xargs clang-format --dry-run --Werror 2>&1 | grep -o '^[^:]*:' | sort -u || true)
-if [ -n "$bad" ]; then
-  echo "clang-format would change: $bad"
+bash scripts/deps.sh  # brings clang-format
+bad=()
+while IFS= read -r f; do
+  clang-format --dry-run --Werror "$f" >/dev/null 2>&1 || bad+=("$f")
+done < <(git ls-files '*.h' '*.cc')
+if [ ${#bad[@]} -gt 0 ]; then
+  echo "clang-format would change: ${bad[*]}"
   exit 1
 fi
 echo "clang-format: clean"

@@ -190,8 +190,8 @@ class PyDataDist {
                                                             int dtype,
                                                             const std::vector<uint64_t>& addrs,
                                                             bool blocks) {
-    auto d = make_desc(num_tensors, shape, dtype, static_cast<int>(kvdist::Placement::kDevice), 0,
-                       -1);
+    auto d =
+        make_desc(num_tensors, shape, dtype, static_cast<int>(kvdist::Placement::kDevice), 0, -1);
     kvdist::Result<kvdist::KvCache> c = Status(StatusCode::kFailed, "not run");
     {
       py::gil_scoped_release nogil;
@@ -242,8 +242,8 @@ class PyDataDist {
     kvdist::Result<kvdist::CacheTask> task = Status(StatusCode::kFailed, "not run");
     {
       py::gil_scoped_release nogil;
-      task = manager()->transfer_cache_async(src, std::move(sync), std::move(cfgs), blocks,
-                                             options);
+      task =
+          manager()->transfer_cache_async(src, std::move(sync), std::move(cfgs), blocks, options);
     }
     if (!task.ok()) raise_status(task.status());
     return task.value();
@@ -277,7 +277,8 @@ class PyDataDist {
   }
   kvdist::CacheManager* manager() {
     kvdist::CacheManager* m = dd_->cache_manager();
-    if (m == nullptr) raise_status(Status(StatusCode::kEngineFinalized, "DataDist is not initialized"));
+    if (m == nullptr)
+      raise_status(Status(StatusCode::kEngineFinalized, "DataDist is not initialized"));
     return m;
   }
 
