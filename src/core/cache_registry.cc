@@ -69,7 +69,7 @@ Result<std::pair<size_t, uint64_t>> CacheRegistry::pool_allocate(uint64_t bytes)
   return std::make_pair(segments_.size() - 1, *off);
 }
 
-Result<int64_t> CacheRegistry::add_entry(Entry entry) {
+KvCache CacheRegistry::add_entry(Entry entry) {
   std::lock_guard<std::mutex> lock(mu_);
   int64_t id = next_id_++;
   entry.cache.cache_id = id;
@@ -84,8 +84,9 @@ Result<int64_t> CacheRegistry::add_entry(Entry entry) {
     }
   }
   entry.arrived.assign((c.desc.num_tensors + 1) / 2, false);
+  KvCache out = c;
   caches_.emplace(id, std::move(entry));
-  return id;
+  return out;
 }
 
 Result<KvCache> CacheRegistry::allocate(const CacheDesc& desc, bool is_blocks) {
@@ -114,10 +115,7 @@ Result<KvCache> CacheRegistry::allocate(const CacheDesc& desc, bool is_blocks) {
     return region.status();
   }
   e.regions.push_back(region.value());
-  KvCache out = e.cache;
-  auto id = add_entry(std::move(e));
-  out.cache_id = id.value();
-  return out;
+  return add_entry(std::move(e));
 }
 
 Result<KvCache> CacheRegistry::register_user(const CacheDesc& desc,
@@ -164,10 +162,7 @@ Result<KvCache> CacheRegistry::register_user(const CacheDesc& desc,
     }
     e.regions.push_back(region.value());
   }
-  KvCache out = e.cache;
-  auto id = add_entry(std::move(e));
-  out.cache_id = id.value();
-  return out;
+  return add_entry(std::move(e));
 }
 
 Status CacheRegistry::deallocate(int64_t cache_id) {

@@ -66,7 +66,8 @@ class CacheRegistry : public std::enable_shared_from_this<CacheRegistry> {
     std::set<uint64_t> senders;
   };
 
-  Result<int64_t> add_entry(Entry entry);
+  // Records a cache under a new id; returns it with that id.
+  KvCache add_entry(Entry entry);
   void withdrawn(int64_t cache_id);
   // REQUIRES mu_. Releases memory of a freed, unpinned, withdrawn cache.
   void maybe_release_locked(std::map<int64_t, Entry>::iterator it);

@@ -86,7 +86,11 @@ void Engine::finalize() {
   }
 }
 
-LinkResult Engine::link(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms) {
+namespace {
+
+// Runs op on each cluster (at most 16) and gathers the per-cluster codes.
+template <typename Op>
+LinkResult per_cluster(const std::vector<ClusterInfo>& clusters, Op op) {
   LinkResult r;
   if (clusters.size() > kMaxClustersPerCall) {
     r.status = StatusCode::kClusterNumExceedLimit;
@@ -94,27 +98,26 @@ LinkResult Engine::link(const std::vector<ClusterInfo>& clusters, int32_t timeou
     return r;
   }
   for (const ClusterInfo& c : clusters) {
-    Status s = transport_->connect(c.remote_cluster_id, c.remote_ip, c.remote_port,
-                                   std::chrono::milliseconds(timeout_ms));
+    Status s = op(c);
     r.per_cluster.push_back(s.code());
     if (!s.ok() && r.status == StatusCode::kSuccess) r.status = s.code();
   }
   return r;
 }
 
+}  // namespace
+
+LinkResult Engine::link(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms) {
+  return per_cluster(clusters, [&](const ClusterInfo& c) {
+    return transport_->connect(c.remote_cluster_id, c.remote_ip, c.remote_port,
+                               std::chrono::milliseconds(timeout_ms));
+  });
+}
+
 LinkResult Engine::unlink(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms) {
-  LinkResult r;
-  if (clusters.size() > kMaxClustersPerCall) {
-    r.status = StatusCode::kClusterNumExceedLimit;
-    r.per_cluster.assign(clusters.size(), StatusCode::kClusterNumExceedLimit);
-    return r;
-  }
-  for (const ClusterInfo& c : clusters) {
-    Status s = transport_->disconnect(c.remote_cluster_id, std::chrono::milliseconds(timeout_ms));
-    r.per_cluster.push_back(s.code());
-    if (!s.ok() && r.status == StatusCode::kSuccess) r.status = s.code();
-  }
-  return r;
+  return per_cluster(clusters, [&](const ClusterInfo& c) {
+    return transport_->disconnect(c.remote_cluster_id, std::chrono::milliseconds(timeout_ms));
+  });
 }
 
 Result<CacheTask> Engine::transfer(const KvCache& src_in,

@@ -99,7 +99,9 @@ std::vector<kvdist::ClusterInfo> to_clusters(const std::vector<Cluster>& in) {
   return out;
 }
 
-std::tuple<int64_t, std::vector<int64_t>> link_result(const kvdist::LinkResult& r) {
+using LinkCodes = std::tuple<int64_t, std::vector<int64_t>>;
+
+LinkCodes link_result(const kvdist::LinkResult& r) {
   std::vector<int64_t> codes;
   for (StatusCode c : r.per_cluster) codes.push_back(static_cast<int64_t>(c));
   return {static_cast<int64_t>(r.status), codes};
@@ -139,25 +141,11 @@ class PyDataDist {
   int role() const { return static_cast<int>(dd_->role()); }
   uint64_t cluster_id() const { return dd_->cluster_id(); }
 
-  std::tuple<int64_t, std::vector<int64_t>> link(const std::vector<Cluster>& clusters,
-                                                 int32_t timeout_ms) {
-    auto c = to_clusters(clusters);
-    kvdist::LinkResult r;
-    {
-      py::gil_scoped_release nogil;
-      r = dd_->link_clusters(c, timeout_ms);
-    }
-    return link_result(r);
+  LinkCodes link(const std::vector<Cluster>& clusters, int32_t timeout_ms) {
+    return per_cluster(&kvdist::DataDist::link_clusters, clusters, timeout_ms);
   }
-  std::tuple<int64_t, std::vector<int64_t>> unlink(const std::vector<Cluster>& clusters,
-                                                   int32_t timeout_ms) {
-    auto c = to_clusters(clusters);
-    kvdist::LinkResult r;
-    {
-      py::gil_scoped_release nogil;
-      r = dd_->unlink_clusters(c, timeout_ms);
-    }
-    return link_result(r);
+  LinkCodes unlink(const std::vector<Cluster>& clusters, int32_t timeout_ms) {
+    return per_cluster(&kvdist::DataDist::unlink_clusters, clusters, timeout_ms);
   }
   std::tuple<int64_t, std::string> check_link(uint64_t cluster) {
     Status s;
@@ -274,6 +262,17 @@ class PyDataDist {
       s = dd_->init(o);
     }
     check(s);
+  }
+  using LinkCall = kvdist::LinkResult (kvdist::DataDist::*)(const std::vector<kvdist::ClusterInfo>&,
+                                                            int32_t);
+  LinkCodes per_cluster(LinkCall call, const std::vector<Cluster>& clusters, int32_t timeout_ms) {
+    auto c = to_clusters(clusters);
+    kvdist::LinkResult r;
+    {
+      py::gil_scoped_release nogil;
+      r = (dd_.get()->*call)(c, timeout_ms);
+    }
+    return link_result(r);
   }
   kvdist::CacheManager* manager() {
     kvdist::CacheManager* m = dd_->cache_manager();
