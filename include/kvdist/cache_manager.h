@@ -42,7 +42,7 @@ class CacheManager {
   // Registers caller-owned memory (num_tensors addresses of tensor_bytes()
   // each) so it can be a source or destination. The caller keeps it alive
   // until deallocate_cache. On UCX 1.13 puts into such memory are emulated
-  // and slower than into allocated caches (docs/memory.md).
+  // and slower than into allocated caches (docs/transport.md).
   Result<KvCache> register_cache(const CacheDesc& desc, const std::vector<uint64_t>& tensor_addrs,
                                  bool is_blocks = false);
   // Returns at once. The cache accepts no new writes from now on; its memory

@@ -71,10 +71,16 @@ class DataDist {
   // The bound listen port of a PROMPT (useful with port 0); 0 otherwise.
   uint16_t listen_port() const;
 
-  // Links to at most 16 clusters, each within timeout_ms. Never throws; the
-  // per-cluster codes say what happened (kLinkFailed, kTimeout, kAlreadyLink,
-  // kClusterNumExceedLimit for more than 16, kParamInvalid for a bad address).
+  // Links to at most 16 clusters, one after the other, each within
+  // timeout_ms. Never throws; the per-cluster codes say what happened:
+  // kLinkFailed (refused, unreachable, wrong cluster id, or not done within
+  // timeout_ms), kAlreadyLink, kProcessingLink, kParamInvalid for an address
+  // that is not IPv4, kClusterNumExceedLimit for more than 16 clusters.
   LinkResult link_clusters(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms = 3000);
+  // Orderly unlink (the peer is told); tasks' writes to it fail with
+  // kLinkFailed. Returns at once; the endpoints close in the background.
+  // kNotYetLink for a cluster that is not linked. Only remote_cluster_id of
+  // each ClusterInfo is used.
   LinkResult unlink_clusters(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms = 3000);
   // kSuccess if remote_cluster_id is linked and alive, kNotYetLink otherwise.
   Status check_link_status(uint64_t remote_cluster_id);
