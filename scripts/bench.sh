@@ -9,4 +9,4 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 python3 -m pip install -q --disable-pip-version-check ".[bench]"
 export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
-cd /tmp && kvdist-bench "$@"
+kvdist-bench "$@"

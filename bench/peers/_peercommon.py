@@ -38,8 +38,11 @@ VENV_PY = "/tmp/peervenv/bin/python"
 
 # --------------------------------------------------------------------------- args
 
+
 def make_parser(system: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=f"{system} baseline for kvdist-bench (two processes on 127.0.0.1)")
+    p = argparse.ArgumentParser(
+        description=f"{system} baseline for kvdist-bench (two processes on 127.0.0.1)"
+    )
     p.add_argument("--layers", type=int, default=32)
     p.add_argument("--tensor-bytes", type=int, default=8 << 20)
     p.add_argument("--mode", choices=["contiguous", "paged"], default="contiguous")
@@ -47,17 +50,32 @@ def make_parser(system: str) -> argparse.ArgumentParser:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--json", default=None, help="write the result JSON here")
-    p.add_argument("--timeout", type=float, default=240.0,
-                   help="seconds allowed per attempt (setup + warm-up + reps + verify)")
-    p.add_argument("--op-timeout", type=float, default=60.0,
-                   help="seconds allowed for one layer's writes to complete")
-    p.add_argument("--python", default=None,
-                   help="interpreter for the children (default: this one if it can import the "
-                        f"library, else {VENV_PY})")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=240.0,
+        help="seconds allowed per attempt (setup + warm-up + reps + verify)",
+    )
+    p.add_argument(
+        "--op-timeout",
+        type=float,
+        default=60.0,
+        help="seconds allowed for one layer's writes to complete",
+    )
+    p.add_argument(
+        "--python",
+        default=None,
+        help="interpreter for the children (default: this one if it can import the "
+        f"library, else {VENV_PY})",
+    )
     p.add_argument("--no-memcpy", action="store_true", help="skip the memcpy reference")
     # internal (children)
-    p.add_argument("--role", choices=["orchestrator", "target", "initiator"], default="orchestrator",
-                   help=argparse.SUPPRESS)
+    p.add_argument(
+        "--role",
+        choices=["orchestrator", "target", "initiator"],
+        default="orchestrator",
+        help=argparse.SUPPRESS,
+    )
     p.add_argument("--variant", default="", help=argparse.SUPPRESS)
     p.add_argument("--ctrl-file", default="", help=argparse.SUPPRESS)
     p.add_argument("--result-file", default="", help=argparse.SUPPRESS)
@@ -65,6 +83,7 @@ def make_parser(system: str) -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- workload
+
 
 class Workload:
     def __init__(self, layers: int, tensor_bytes: int, mode: str, block_bytes: int, seed: int):
@@ -115,7 +134,9 @@ class Workload:
     def make_source(self):
         import numpy as np
 
-        return np.frombuffer(bytearray(np.random.default_rng(self.seed).bytes(self.total)), dtype=np.uint8)
+        return np.frombuffer(
+            bytearray(np.random.default_rng(self.seed).bytes(self.total)), dtype=np.uint8
+        )
 
     def verify(self, dst) -> bool:
         import numpy as np
@@ -130,9 +151,12 @@ class Workload:
 
     def describe(self) -> dict:
         return {
-            "layers": self.L, "tensor_bytes": self.T, "mode": self.mode,
+            "layers": self.L,
+            "tensor_bytes": self.T,
+            "mode": self.mode,
             "block_bytes": self.B if self.mode == "paged" else None,
-            "total_bytes": self.total, "writes_per_layer": self.writes_per_layer(),
+            "total_bytes": self.total,
+            "writes_per_layer": self.writes_per_layer(),
             "writes_total": self.writes_per_layer() * self.L,
             "merged_runs_per_tensor": int(len(self.tensor_runs)),
             "blocks_per_tensor": int(self.nb),
@@ -144,23 +168,28 @@ def memcpy_reference(wl: Workload, src, reps: int) -> dict:
     import numpy as np
 
     dst = np.zeros(wl.total, dtype=np.uint8)
-    runs = [wl.layer_runs(l) for l in range(wl.L)]
+    runs = [wl.layer_runs(layer) for layer in range(wl.L)]
 
     def once():
         t0 = time.perf_counter()
         for r in runs:
             for so, do, n in r.tolist():
-                np.copyto(dst[do:do + n], src[so:so + n])
+                np.copyto(dst[do : do + n], src[so : so + n])
         return time.perf_counter() - t0
 
     once()
     ts = [once() for _ in range(reps)]
     ok = wl.verify(dst)
-    return {"gbps_median": wl.total / statistics.median(ts) / 1e9, "gbps_best": wl.total / min(ts) / 1e9,
-            "times_s": ts, "verified": ok}
+    return {
+        "gbps_median": wl.total / statistics.median(ts) / 1e9,
+        "gbps_best": wl.total / min(ts) / 1e9,
+        "times_s": ts,
+        "verified": ok,
+    }
 
 
 # --------------------------------------------------------------------------- control channel
+
 
 def target_listen(ctrl_file: str):
     from multiprocessing.connection import Listener
@@ -206,6 +235,7 @@ def recv(conn, timeout: float, what: str):
 
 # --------------------------------------------------------------------------- child roles
 
+
 def run_target(args, make_target):
     """make_target(args, wl, dst) -> object with .info() (picklable) and .close()."""
     import numpy as np
@@ -231,8 +261,13 @@ def run_target(args, make_target):
             elif cmd == "verify":
                 t0 = time.perf_counter()
                 ok = wl.verify(dst)
-                conn.send({"verified": ok, "verify_s": time.perf_counter() - t0,
-                           "nonzero_bytes": int(np.count_nonzero(dst))})
+                conn.send(
+                    {
+                        "verified": ok,
+                        "verify_s": time.perf_counter() - t0,
+                        "nonzero_bytes": int(np.count_nonzero(dst)),
+                    }
+                )
             elif cmd == "bye":
                 conn.send({"ok": True})
                 break
@@ -262,7 +297,7 @@ def run_initiator(args, make_initiator):
 
         def push():
             t0 = time.perf_counter()
-            toks = [ini.post_layer(l) for l in range(wl.L)]
+            toks = [ini.post_layer(layer) for layer in range(wl.L)]
             t_posted = time.perf_counter()
             for tok in toks:
                 ini.wait(tok, args.op_timeout)
@@ -310,6 +345,7 @@ def run_initiator(args, make_initiator):
 
 # --------------------------------------------------------------------------- orchestrator
 
+
 def pick_python(args, probe_import: str) -> str:
     if args.python:
         return args.python
@@ -349,17 +385,40 @@ def scan_log(path: str, patterns, limit: int = 60) -> list:
     return out
 
 
-def run_attempt(script: str, args, python: str, variant: str, env_extra: dict, timeout: float,
-                log_patterns=()) -> dict:
+def run_attempt(
+    script: str, args, python: str, variant: str, env_extra: dict, timeout: float, log_patterns=()
+) -> dict:
     """Run one target+initiator pair; always returns a dict (never raises, never hangs)."""
     work = tempfile.mkdtemp(prefix="kvpeer-")
     ctrl, result = os.path.join(work, "ctrl"), os.path.join(work, "result.json")
     env = dict(os.environ)
     env.update(env_extra)
-    common = [python, script, "--layers", str(args.layers), "--tensor-bytes", str(args.tensor_bytes),
-              "--mode", args.mode, "--block-bytes", str(args.block_bytes), "--reps", str(args.reps),
-              "--seed", str(args.seed), "--timeout", str(timeout), "--op-timeout", str(args.op_timeout),
-              "--variant", variant, "--ctrl-file", ctrl, "--result-file", result]
+    common = [
+        python,
+        script,
+        "--layers",
+        str(args.layers),
+        "--tensor-bytes",
+        str(args.tensor_bytes),
+        "--mode",
+        args.mode,
+        "--block-bytes",
+        str(args.block_bytes),
+        "--reps",
+        str(args.reps),
+        "--seed",
+        str(args.seed),
+        "--timeout",
+        str(timeout),
+        "--op-timeout",
+        str(args.op_timeout),
+        "--variant",
+        variant,
+        "--ctrl-file",
+        ctrl,
+        "--result-file",
+        result,
+    ]
     if args.no_memcpy:
         common.append("--no-memcpy")
     logs = {r: os.path.join(work, f"{r}.log") for r in ("target", "initiator")}
@@ -368,9 +427,13 @@ def run_attempt(script: str, args, python: str, variant: str, env_extra: dict, t
     out = {"variant": variant, "env": env_extra, "python": python, "logdir": work}
     try:
         for role in ("target", "initiator"):
-            procs[role] = subprocess.Popen(common + ["--role", role], env=env,
-                                           stdout=open(logs[role], "w"), stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL)
+            procs[role] = subprocess.Popen(
+                common + ["--role", role],
+                env=env,
+                stdout=open(logs[role], "w"),
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         deadline = t0 + timeout + 15
         while time.monotonic() < deadline:
             if procs["initiator"].poll() is not None:
@@ -397,6 +460,14 @@ def run_attempt(script: str, args, python: str, variant: str, env_extra: dict, t
         out["error"] = f"initiator exited rc={out.get('initiator_rc')} without a result"
     if not out.get("ok"):
         out.setdefault("error", "unknown failure")
+        for role in ("target", "initiator"):
+            rc = out.get(f"{role}_rc")
+            last = [x for x in _tail(logs[role], 3000).splitlines() if x.strip()]
+            exc = [
+                x for x in last if x and not x.startswith((" ", "[", "Traceback")) and "Error" in x
+            ]
+            if rc not in (0, None) or exc:
+                out["error"] += f" (| {role} rc={rc}: {(exc or last or [''])[-1].strip()[:400]})"
         out["initiator_log_tail"] = _tail(logs["initiator"], 3000)
         out["target_log_tail"] = _tail(logs["target"], 3000)
     out["logs"] = logs
@@ -409,15 +480,22 @@ def run_attempt(script: str, args, python: str, variant: str, env_extra: dict, t
 def finish(system: str, args, attempts: list, extra: dict) -> int:
     import importlib.util  # noqa: F401  (keep the orchestrator free of numpy/library imports)
 
-    wl_desc = {"layers": args.layers, "tensor_bytes": args.tensor_bytes,
-               "block_bytes": args.block_bytes if args.mode == "paged" else None,
-               "total_bytes": 2 * args.layers * args.tensor_bytes}
+    wl_desc = {
+        "layers": args.layers,
+        "tensor_bytes": args.tensor_bytes,
+        "block_bytes": args.block_bytes if args.mode == "paged" else None,
+        "total_bytes": 2 * args.layers * args.tensor_bytes,
+    }
     ok = [a for a in attempts if a.get("ok")]
     best = ok[0] if ok else None
-    res = {"system": system, "mode": args.mode, **wl_desc,
-           "date": _dt.datetime.now().isoformat(timespec="seconds"),
-           "host": {"node": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release()},
-           "reps": args.reps}
+    res = {
+        "system": system,
+        "mode": args.mode,
+        **wl_desc,
+        "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "host": {"node": platform.node(), "cpus": os.cpu_count(), "kernel": platform.release()},
+        "reps": args.reps,
+    }
     if not args.no_memcpy:
         # single-thread numpy copyto of the same writes, run here after every child has exited
         # (the libraries' progress threads would otherwise compete for the CPUs)
@@ -428,26 +506,48 @@ def finish(system: str, args, attempts: list, extra: dict) -> int:
         except Exception as e:  # noqa: BLE001
             res["memcpy"] = {"error": f"{type(e).__name__}: {e}"}
     if best:
-        res.update({"gbps_median": best["gbps_median"], "gbps_best": best["gbps_best"],
-                    "verified": best.get("verified", False), "variant": best["variant"],
-                    "times_s": best.get("times_s"), "setup_s": best.get("setup_s"),
-                    "transport": best.get("effective_transport") or best.get("details", {}).get("transport"),
-                    "details": best.get("details")})
+        res.update(
+            {
+                "gbps_median": best["gbps_median"],
+                "gbps_best": best["gbps_best"],
+                "verified": best.get("verified", False),
+                "variant": best["variant"],
+                "times_s": best.get("times_s"),
+                "setup_s": best.get("setup_s"),
+                "transport": best.get("effective_transport")
+                or best.get("details", {}).get("transport"),
+                "details": best.get("details"),
+            }
+        )
     else:
-        res.update({"gbps_median": None, "gbps_best": None, "verified": False,
-                    "error": " | ".join(f"[{a['variant']}] {a.get('error')}" for a in attempts)})
+        res.update(
+            {
+                "gbps_median": None,
+                "gbps_best": None,
+                "verified": False,
+                "error": " | ".join(f"[{a['variant']}] {a.get('error')}" for a in attempts),
+            }
+        )
     res["attempts"] = attempts
     res.update(extra)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
     if best:
-        others = ", ".join(f"{a['variant']}: " + (f"{a['gbps_median']:.2f} GB/s" if a.get("ok") else "FAILED")
-                           for a in attempts)
-        mc = f", memcpy {res['memcpy_gbps_median']:.2f} GB/s" if res.get("memcpy_gbps_median") else ""
-        print(f"{system} {args.mode}: {res['gbps_median']:.2f} GB/s median (best {res['gbps_best']:.2f}), "
-              f"{res['total_bytes'] / 2**20:.0f} MiB, verified={res['verified']}, via {best['variant']}{mc}"
-              f" [attempts: {others}]")
+        others = ", ".join(
+            f"{a['variant']}: " + (f"{a['gbps_median']:.2f} GB/s" if a.get("ok") else "FAILED")
+            for a in attempts
+        )
+        mc = (
+            f", memcpy {res['memcpy_gbps_median']:.2f} GB/s"
+            if res.get("memcpy_gbps_median")
+            else ""
+        )
+        print(
+            f"{system} {args.mode}: {res['gbps_median']:.2f} GB/s median (best {res['gbps_best']:.2f}), "
+            f"{res['total_bytes'] / 2**20:.0f} MiB, verified={res['verified']}, via {best['variant']}{mc}"
+            f" [attempts: {others}]"
+        )
     else:
         print(f"{system} {args.mode}: FAILED: {res['error'][:500]}")
     return 0

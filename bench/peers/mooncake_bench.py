@@ -30,7 +30,10 @@ import _peercommon as pc  # noqa: E402
 SYSTEM = "mooncake-transfer-engine"
 # protocol/api[/tuned]; "tuned" raises the TCP transport's per-peer queue caps the way Mooncake
 # users do for many-descriptor KV pushes (default caps reject a whole 512 MiB paged push at once)
-TUNED_ENV = {"MC_TCP_MAX_QUEUED_TRANSFERS_PER_PEER": "65535", "MC_TCP_MAX_PENDING_ADMISSIONS_PER_PEER": "65535"}
+TUNED_ENV = {
+    "MC_TCP_MAX_QUEUED_TRANSFERS_PER_PEER": "65535",
+    "MC_TCP_MAX_PENDING_ADMISSIONS_PER_PEER": "65535",
+}
 DEFAULT_VARIANTS = "tcp/async/tuned,tcp/async,tcp/sync,rdma/async/tuned,shm/async/tuned"
 
 
@@ -40,7 +43,9 @@ def _engine(protocol: str):
     te = TransferEngine()
     rc = te.initialize("127.0.0.1", "P2PHANDSHAKE", protocol, "")
     if rc != 0:
-        raise RuntimeError(f"TransferEngine.initialize('127.0.0.1', 'P2PHANDSHAKE', '{protocol}', '') returned {rc}")
+        raise RuntimeError(
+            f"TransferEngine.initialize('127.0.0.1', 'P2PHANDSHAKE', '{protocol}', '') returned {rc}"
+        )
     return te
 
 
@@ -72,50 +77,66 @@ class Initiator:
         sbase, dbase = int(src.ctypes.data), int(info["addr"])
         # per-layer request lists, built once (the block table is known before the push)
         self.reqs = []
-        for l in range(wl.L):
-            r = wl.layer_runs(l)
-            self.reqs.append(((r[:, 0] + sbase).tolist(), (r[:, 1] + dbase).tolist(), r[:, 2].tolist()))
+        for layer in range(wl.L):
+            r = wl.layer_runs(layer)
+            self.reqs.append(
+                ((r[:, 0] + sbase).tolist(), (r[:, 1] + dbase).tolist(), r[:, 2].tolist())
+            )
         self.local_rpc_port = self.te.get_rpc_port()
 
-    def post_layer(self, l):
-        s, d, n = self.reqs[l]
+    def post_layer(self, layer):
+        s, d, n = self.reqs[layer]
         if self.api == "sync":
             rc = self.te.batch_transfer_sync_write(self.seg, s, d, n)
             if rc != 0:
-                raise RuntimeError(f"batch_transfer_sync_write(layer {l}, {len(s)} writes) returned {rc}")
+                raise RuntimeError(
+                    f"batch_transfer_sync_write(layer {layer}, {len(s)} writes) returned {rc}"
+                )
             return None
         bid = self.te.batch_transfer_async_write(self.seg, s, d, n)
         if not bid:
-            raise RuntimeError(f"batch_transfer_async_write(layer {l}, {len(s)} writes) returned {bid}")
-        return (l, bid)
+            raise RuntimeError(
+                f"batch_transfer_async_write(layer {layer}, {len(s)} writes) returned {bid}"
+            )
+        return (layer, bid)
 
     def wait(self, tok, timeout):
         # get_batch_transfer_status blocks until the batch is done; Mooncake bounds it by its own
         # transfer timeout, and the orchestrator bounds the whole attempt.
         if tok is None:
             return
-        l, bid = tok
+        layer, bid = tok
         rc = self.te.get_batch_transfer_status([bid])
         if rc != 0:
-            raise RuntimeError(f"get_batch_transfer_status(layer {l}) returned {rc}")
+            raise RuntimeError(f"get_batch_transfer_status(layer {layer}) returned {rc}")
 
     def details(self):
         import importlib.metadata as md
 
-        return {"transport": f"mooncake {self.protocol} transport",
-                "api": ("batch_transfer_async_write per layer + get_batch_transfer_status"
-                        if self.api == "async" else "batch_transfer_sync_write per layer"),
-                "handshake": "P2PHANDSHAKE (target segment '127.0.0.1:<rpc port>' passed over control socket)",
-                "target_segment": self.seg, "initiator_rpc_port": self.local_rpc_port,
-                "writes_per_layer": len(self.reqs[0][0]),
-                "package": "mooncake-transfer-engine-non-cuda " + md.version("mooncake-transfer-engine-non-cuda"),
-                "env": {k: v for k, v in os.environ.items() if k.startswith("MC_")}}
+        return {
+            "transport": f"mooncake {self.protocol} transport",
+            "api": (
+                "batch_transfer_async_write per layer + get_batch_transfer_status"
+                if self.api == "async"
+                else "batch_transfer_sync_write per layer"
+            ),
+            "handshake": "P2PHANDSHAKE (target segment '127.0.0.1:<rpc port>' passed over control socket)",
+            "target_segment": self.seg,
+            "initiator_rpc_port": self.local_rpc_port,
+            "writes_per_layer": len(self.reqs[0][0]),
+            "package": "mooncake-transfer-engine-non-cuda "
+            + md.version("mooncake-transfer-engine-non-cuda"),
+            "env": {k: v for k, v in os.environ.items() if k.startswith("MC_")},
+        }
 
 
 def main():
     p = pc.make_parser(SYSTEM)
-    p.add_argument("--variants", default=DEFAULT_VARIANTS,
-                   help="comma list of protocol/api, api = async|sync (default: %(default)s)")
+    p.add_argument(
+        "--variants",
+        default=DEFAULT_VARIANTS,
+        help="comma list of protocol/api, api = async|sync (default: %(default)s)",
+    )
     args = p.parse_args()
     if args.role == "target":
         return pc.run_target(args, Target)
@@ -129,17 +150,39 @@ def main():
         env = dict(TUNED_ENV) if v.endswith("/tuned") else {}
         # failing protocols fail fast; give them a short budget
         budget = args.timeout if v.startswith("tcp") else min(args.timeout, 60)
-        a = pc.run_attempt(os.path.abspath(__file__), args, py, v, env, budget,
-                           log_patterns=[r"[Tt]ransport", r"protocol", r"HCA", r"P2P handshake", r"^E\d{4}"])
+        a = pc.run_attempt(
+            os.path.abspath(__file__),
+            args,
+            py,
+            v,
+            env,
+            budget,
+            log_patterns=[r"[Tt]ransport", r"protocol", r"HCA", r"P2P handshake", r"^E\d{4}"],
+        )
         # which transport Mooncake really installed (it falls back to TCP when it finds no RDMA HCA)
         lines = " ".join(a.get("initiator_log_lines", []))
-        a["effective_transport"] = ("tcp (TcpTransport)" if "TcpTransport" in lines else
-                                    "rdma (RdmaTransport)" if "RdmaTransport" in lines else "unknown")
+        a["effective_transport"] = (
+            "tcp (TcpTransport)"
+            if "TcpTransport" in lines
+            else "rdma (RdmaTransport)"
+            if "RdmaTransport" in lines
+            else "unknown"
+        )
         a = {k: v2 for k, v2 in a.items() if k not in ("initiator_log_lines",)} | {
-            "initiator_log_lines": [x for x in a.get("initiator_log_lines", []) if "Batch Transfer completed" not in x]}
+            "initiator_log_lines": [
+                x for x in a.get("initiator_log_lines", []) if "Batch Transfer completed" not in x
+            ]
+        }
         attempts.append(a)
-        print(f"  attempt {v}: " + (f"{a['gbps_median']:.2f} GB/s, verified={a.get('verified')}"
-                                    if a.get("ok") else f"FAILED: {str(a.get('error'))[:200]}"), flush=True)
+        print(
+            f"  attempt {v}: "
+            + (
+                f"{a['gbps_median']:.2f} GB/s, verified={a.get('verified')}"
+                if a.get("ok")
+                else f"FAILED: {str(a.get('error'))[:200]}"
+            ),
+            flush=True,
+        )
     return pc.finish(SYSTEM, args, attempts, {"interpreter": py})
 
 

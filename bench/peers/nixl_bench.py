@@ -40,8 +40,10 @@ SYSTEM = "nixl"
 # api:UCX_TLS ("default" = UCX_TLS unset, UCX chooses)
 # optional third field: "noprog" = no NIXL progress thread on either side, "noprog-init" = initiator only
 # (the Python API starts it with pthrDelay=0: it keeps ~2/3 of a core busy even when idle)
-DEFAULT_VARIANTS = ("prepped:default,init:default,prepped:default:noprog-init,prepped:default:noprog,"
-                    "prepped:tcp,prepped:sm")
+DEFAULT_VARIANTS = (
+    "prepped:default,init:default,prepped:default:noprog-init,prepped:default:noprog,"
+    "prepped:tcp,prepped:sm"
+)
 
 
 def _parse_variant(v: str):
@@ -108,53 +110,64 @@ class Initiator:
             nb, B, T = wl.nb, wl.B, wl.T
             j = np.repeat(np.arange(wl.ntensors, dtype=np.uint64), nb)
             blk = np.tile(np.arange(nb, dtype=np.uint64), wl.ntensors)
-            ldesc = np.stack([sbase + j * T + blk * B, np.full_like(blk, B), np.zeros_like(blk)], axis=1)
-            rdesc = np.stack([dbase + j * T + blk * B, np.full_like(blk, B), np.zeros_like(blk)], axis=1)
+            ldesc = np.stack(
+                [sbase + j * T + blk * B, np.full_like(blk, B), np.zeros_like(blk)], axis=1
+            )
+            rdesc = np.stack(
+                [dbase + j * T + blk * B, np.full_like(blk, B), np.zeros_like(blk)], axis=1
+            )
             self.local_side = self.agent.prep_xfer_dlist("NIXL_INIT_AGENT", ldesc, "DRAM")
             self.remote_side = self.agent.prep_xfer_dlist(self.remote, rdesc, "DRAM")
             self.idx = []
-            for l in range(wl.L):
+            for layer in range(wl.L):
                 li, ri = [], []
-                for t in (2 * l, 2 * l + 1):
+                for t in (2 * layer, 2 * layer + 1):
                     li.append(t * nb + np.arange(nb, dtype=np.int64))
                     ri.append(t * nb + wl.perm)  # source block i -> destination block perm[i]
                 self.idx.append((np.concatenate(li), np.concatenate(ri)))
         else:
             self.descs = []
-            for l in range(wl.L):
-                r = wl.layer_runs(l).astype(np.uint64)
+            for layer in range(wl.L):
+                r = wl.layer_runs(layer).astype(np.uint64)
                 z = np.zeros(len(r), dtype=np.uint64)
-                self.descs.append((
-                    self.agent.get_xfer_descs(np.stack([r[:, 0] + sbase, r[:, 2], z], axis=1), "DRAM"),
-                    self.agent.get_xfer_descs(np.stack([r[:, 1] + dbase, r[:, 2], z], axis=1), "DRAM")))
+                self.descs.append(
+                    (
+                        self.agent.get_xfer_descs(
+                            np.stack([r[:, 0] + sbase, r[:, 2], z], axis=1), "DRAM"
+                        ),
+                        self.agent.get_xfer_descs(
+                            np.stack([r[:, 1] + dbase, r[:, 2], z], axis=1), "DRAM"
+                        ),
+                    )
+                )
         self.prep_s = time.perf_counter() - t0
         self.polls = 0
         self.backend_used = None
 
-    def post_layer(self, l):
+    def post_layer(self, layer):
         if self.api == "prepped":
-            li, ri = self.idx[l]
+            li, ri = self.idx[layer]
             h = self.agent.make_prepped_xfer("WRITE", self.local_side, li, self.remote_side, ri)
         else:
-            ld, rd = self.descs[l]
+            ld, rd = self.descs[layer]
             h = self.agent.initialize_xfer("WRITE", ld, rd, self.remote)
         st = self.agent.transfer(h)
         if st == "ERR":
-            raise RuntimeError(f"transfer(layer {l}) returned ERR")
-        return (l, h, st)
+            raise RuntimeError(f"transfer(layer {layer}) returned ERR")
+        return (layer, h, st)
 
     def wait(self, tok, timeout):
-        l, h, st = tok
+        layer, h, st = tok
         deadline = time.monotonic() + timeout
         while st != "DONE":
             st = self.agent.check_xfer_state(h)
             self.polls += 1
             if st == "ERR":
-                raise RuntimeError(f"check_xfer_state(layer {l}) returned ERR")
+                raise RuntimeError(f"check_xfer_state(layer {layer}) returned ERR")
             if st == "DONE":
                 break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"layer {l} not DONE after {timeout:.0f} s (state {st})")
+                raise TimeoutError(f"layer {layer} not DONE after {timeout:.0f} s (state {st})")
             time.sleep(100e-6)
         if self.backend_used is None:
             try:
@@ -172,22 +185,36 @@ class Initiator:
                 pkgs[name] = md.version(name)
             except md.PackageNotFoundError:
                 pass
-        return {"transport": f"NIXL UCX backend, UCX_TLS={os.environ.get('UCX_TLS', '(unset)')}",
-                "api": self.api, "initiator_progress_thread": self.prog,
-                "target_progress_thread": self.popt != "noprog", "nixl_module": sys.modules["nixl._api"].__file__,
-                "packages": pkgs, "ucx": _ucx_version(), "backend_of_request": str(self.backend_used),
-                "remote_agent": self.remote, "prep_s": self.prep_s, "polls": self.polls,
-                "writes_per_layer_requested": self.wl.writes_per_layer() if self.api == "init"
-                else 2 * self.wl.nb,
-                "env": {k: v for k, v in os.environ.items() if k.startswith(("UCX_", "NIXL_"))}}
+        return {
+            "transport": f"NIXL UCX backend, UCX_TLS={os.environ.get('UCX_TLS', '(unset)')}",
+            "api": self.api,
+            "initiator_progress_thread": self.prog,
+            "target_progress_thread": self.popt != "noprog",
+            "nixl_module": sys.modules["nixl._api"].__file__,
+            "packages": pkgs,
+            "ucx": _ucx_version(),
+            "backend_of_request": str(self.backend_used),
+            "remote_agent": self.remote,
+            "prep_s": self.prep_s,
+            "polls": self.polls,
+            "writes_per_layer_requested": self.wl.writes_per_layer()
+            if self.api == "init"
+            else 2 * self.wl.nb,
+            "env": {k: v for k, v in os.environ.items() if k.startswith(("UCX_", "NIXL_"))},
+        }
 
 
 def main():
     p = pc.make_parser(SYSTEM)
-    p.add_argument("--variants", default=DEFAULT_VARIANTS,
-                   help="comma list of api:tls, api = prepped|init, tls = default (UCX_TLS unset) or a UCX_TLS "
-                        "value (default: %(default)s)")
-    p.add_argument("--net-devices", default="lo", help="UCX_NET_DEVICES for the children (default: lo)")
+    p.add_argument(
+        "--variants",
+        default=DEFAULT_VARIANTS,
+        help="comma list of api:tls, api = prepped|init, tls = default (UCX_TLS unset) or a UCX_TLS "
+        "value (default: %(default)s)",
+    )
+    p.add_argument(
+        "--net-devices", default="lo", help="UCX_NET_DEVICES for the children (default: lo)"
+    )
     args = p.parse_args()
     if args.role == "target":
         return pc.run_target(args, Target)
@@ -206,8 +233,15 @@ def main():
         if v.endswith(":noprog"):
             # nobody progresses the target's UCX worker: expected to stall, so keep the wait short
             args.op_timeout = min(args.op_timeout, 10.0)
-        a = pc.run_attempt(os.path.abspath(__file__), args, py, v, env, args.timeout,
-                           log_patterns=[r"\|", r"UCX +(ERROR|WARN)", r"nixl", r"NIXL", r"[Ee]rror"])
+        a = pc.run_attempt(
+            os.path.abspath(__file__),
+            args,
+            py,
+            v,
+            env,
+            args.timeout,
+            log_patterns=[r"\|", r"UCX +(ERROR|WARN)", r"nixl", r"NIXL", r"[Ee]rror"],
+        )
         args.op_timeout = saved
         # keep the UCX protocol table short: the header lines and every line naming a transport
         lines = a.get("initiator_log_lines", [])
@@ -215,13 +249,23 @@ def main():
         a["initiator_log_lines"] = [x for x in lines if "|" not in x][:20]
         a["target_log_lines"] = [x for x in a.get("target_log_lines", []) if "|" not in x][:20]
         if not a.get("ok"):
-            errs = [x for x in a["initiator_log_lines"] + a["target_log_lines"] if "ERROR" in x or " E1" in x[:3]
-                    or x.startswith("E")]
+            errs = [
+                x
+                for x in a["initiator_log_lines"] + a["target_log_lines"]
+                if "ERROR" in x or " E1" in x[:3] or x.startswith("E")
+            ]
             if errs:
                 a["error"] = f"{a.get('error')} (log: {' / '.join(errs[:4])})"
         attempts.append(a)
-        print(f"  attempt {v}: " + (f"{a['gbps_median']:.2f} GB/s, verified={a.get('verified')}"
-                                    if a.get("ok") else f"FAILED: {str(a.get('error'))[:200]}"), flush=True)
+        print(
+            f"  attempt {v}: "
+            + (
+                f"{a['gbps_median']:.2f} GB/s, verified={a.get('verified')}"
+                if a.get("ok")
+                else f"FAILED: {str(a.get('error'))[:200]}"
+            ),
+            flush=True,
+        )
     return pc.finish(SYSTEM, args, attempts, {"interpreter": py})
 
 

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from kvdist.bench.baselines import memcpy_baseline, perftest_baseline
 from kvdist.bench.cases import MODELS, Case, Model
+from kvdist.bench.peers import find_peers_dir, peer_baseline
 from kvdist.bench.report import print_table, write_json, write_plot
 from kvdist.bench.runner import Session, session_key
 
@@ -80,6 +81,18 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         type=_csv(str),
         default=["memcpy", "perftest"],
         help="memcpy,perftest (empty: none)",
+    )
+    p.add_argument(
+        "--peers",
+        type=_csv(str),
+        default=[],
+        help="mooncake,nixl: the same writes by those libraries (needs a kvdist "
+        "checkout's bench/peers and the libraries, see bench/peers/README.md)",
+    )
+    p.add_argument(
+        "--peers-python",
+        help="interpreter that has the peer libraries "
+        "(default: bench/peers' choice, e.g. /tmp/peervenv/bin/python)",
     )
     p.add_argument("--no-verify", action="store_true", help="skip the byte comparison")
     p.add_argument("--json", help="write all figures to this JSON file")
@@ -204,7 +217,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             baseline_cases.setdefault(
                 (c.model, c.tokens, c.layout, c.block_tokens, c.table, c.tls), c
             )
-    per_case = ("memcpy" in a.baselines) + 2 * ("perftest" in a.baselines)
+    peers_dir = find_peers_dir() if a.peers else None
+    if a.peers and peers_dir is None:
+        print(
+            "--peers: no bench/peers found from here (run from a kvdist checkout)", file=sys.stderr
+        )
+        a.peers = []
+    per_case = ("memcpy" in a.baselines) + 2 * ("perftest" in a.baselines) + len(a.peers)
     steps = len(cases) + len(baseline_cases) * per_case
     progress = Progress(steps)
     rows: list[dict[str, Any]] = []
@@ -230,6 +249,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             for size in (c.put_bytes, c.bytes_per_destination):
                 progress.step(f"ucx_perftest {size} B")
                 rows.append(perftest_baseline(c, size))
+        for system in a.peers:
+            progress.step(f"{system} {c.label()}")
+            assert peers_dir is not None
+            rows.append(peer_baseline(system, c, a.reps, peers_dir, a.peers_python))
     progress.finish()
     print_table(rows)
     summary(rows)
