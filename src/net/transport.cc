@@ -80,6 +80,10 @@ struct Transport::Impl {
   struct Withdrawal {
     std::set<uint64_t> waiting;  // peers that have not confirmed
     std::function<void()> done;
+    // A peer that has not confirmed by then loses its link (a network cut
+    // leaves it looking alive; closing the link is what guarantees that
+    // none of its writes can still land).
+    Clock::time_point deadline;
   };
   enum class PeerState { kConnecting, kUp, kDown };
   struct Peer {
@@ -110,6 +114,17 @@ struct Transport::Impl {
   std::string my_host;
   bool shut = false;
   std::mutex shut_mu;
+  // Set while the UCX worker is destroyed: UCX then completes what is still
+  // pending (sends queued on an endpoint whose close never finished, e.g.
+  // after a network cut) and calls back into us; callbacks only release
+  // their requests.
+  bool destroying = false;
+
+  // The worker goes first, while everything its callbacks touch still lives.
+  ~Impl() {
+    destroying = true;
+    worker.reset();
+  }
 
   // Progress-thread state.
   uint64_t next_id = 1;
@@ -143,7 +158,7 @@ struct Transport::Impl {
     uint64_t op = it->second;
     self->request_ops.erase(it);
     ucp_request_free(request);
-    self->finish_op(op, status);
+    if (!self->destroying) self->finish_op(op, status);
   }
 
   void finish_op(uint64_t op, ucs_status_t status) {
@@ -197,6 +212,7 @@ struct Transport::Impl {
 
   static void on_ep_error(void* arg, ucp_ep_h ep, ucs_status_t status) {
     auto* self = static_cast<Impl*>(arg);
+    if (self->destroying) return;
     // Not inside UCX's callback: closing endpoints there is not allowed.
     self->worker->post([self, ep, status] { self->endpoint_failed(ep, status); });
   }
@@ -333,6 +349,7 @@ struct Transport::Impl {
   static ucs_status_t on_am(void* arg, const void* /*header*/, size_t /*header_length*/, void* data,
                             size_t length, const ucp_am_recv_param_t* param) {
     auto* self = static_cast<Impl*>(arg);
+    if (self->destroying) return UCS_OK;
     if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0 ||
         (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) == 0) {
       return UCS_OK;  // we never send these: drop
@@ -345,6 +362,7 @@ struct Transport::Impl {
 
   static void on_conn_request(ucp_conn_request_h request, void* arg) {
     auto* self = static_cast<Impl*>(arg);
+    if (self->destroying) return;
     self->worker->post([self, request] { self->accept(request); });
   }
 
@@ -453,12 +471,9 @@ struct Transport::Impl {
                  std::to_string(msg.expected_cluster_id));
       return;
     }
-    auto old = peers.find(msg.cluster_id);
-    if (old != peers.end()) {
-      // A new link from a known cluster replaces the old one (a restarted
-      // peer whose death we have not noticed yet).
-      fail_peer(old->second, Status(StatusCode::kLinkFailed,
-                                    "cluster " + std::to_string(msg.cluster_id) + " relinked"));
+    if (!plausible_worker_address(msg.worker_address)) {
+      refuse(ep, StatusCode::kLinkFailed, "the hello carries no UCX worker address");
+      return;
     }
     auto peer = std::make_shared<Peer>();
     peer->cluster_id = msg.cluster_id;
@@ -466,9 +481,18 @@ struct Transport::Impl {
     ucs_status_t s = UCS_OK;
     peer->data = create_data_ep(msg.worker_address, msg.host_id == my_host, &s);
     if (peer->data == nullptr) {
+      // Refused before it touches anything: a hello that cannot complete
+      // must not take down the link of the cluster it claims to be.
       refuse(ep, StatusCode::kLinkFailed,
              std::string("cannot reach the client's worker: ") + ucs_status_string(s));
       return;
+    }
+    auto old = peers.find(msg.cluster_id);
+    if (old != peers.end()) {
+      // A new link from a known cluster replaces the old one (a restarted
+      // peer whose death we have not noticed yet).
+      fail_peer(old->second, Status(StatusCode::kLinkFailed,
+                                    "cluster " + std::to_string(msg.cluster_id) + " relinked"));
     }
     peer->state = PeerState::kUp;
     add_remote_regions(*peer, msg.regions);
@@ -477,8 +501,22 @@ struct Transport::Impl {
     send(ep, hello(MsgType::kHelloAck, msg.cluster_id));
   }
 
+  // UCX 1.13 parses a worker address without bounds and aborts the process
+  // (an assertion) on an address version it does not know. A peer's
+  // address comes off the wire: refuse what cannot be one before UCX sees
+  // it. The header's low 4 bits are the address version, 0 or 1 in 1.13;
+  // a uuid of 8 bytes follows. (A crafted address past this check is UCX's
+  // parser's to handle: docs/reliability.md.)
+  static bool plausible_worker_address(const std::string& a) {
+    return a.size() > 9 && (static_cast<uint8_t>(a[0]) & 0xf) <= 1;
+  }
+
   void on_hello_ack(const std::shared_ptr<Peer>& peer, const Message& msg) {
     if (peer->state != PeerState::kConnecting) return;
+    if (!plausible_worker_address(msg.worker_address)) {
+      fail_peer(peer, Status(StatusCode::kLinkFailed, "the listener sent no UCX worker address"));
+      return;
+    }
     if (msg.cluster_id != peer->cluster_id) {
       fail_peer(peer, Status(StatusCode::kLinkFailed,
                              "the listener is cluster " + std::to_string(msg.cluster_id) +
@@ -561,6 +599,18 @@ struct Transport::Impl {
                              "writes to cluster " + std::to_string(peer->cluster_id) +
                                  " not confirmed within " +
                                  std::to_string(options.write_timeout.count()) + " ms"));
+    }
+    std::set<uint64_t> silent;
+    for (auto& [id, w] : withdrawals) {
+      if (w.deadline <= now) silent.insert(w.waiting.begin(), w.waiting.end());
+    }
+    for (uint64_t cluster : silent) {
+      auto it = peers.find(cluster);
+      if (it == peers.end()) continue;
+      fail_peer(it->second, Status(StatusCode::kTimeout,
+                                   "cluster " + std::to_string(cluster) +
+                                       " did not confirm a withdrawn region within " +
+                                       std::to_string(options.write_timeout.count()) + " ms"));
     }
     for (auto it = closing.begin(); it != closing.end();) {
       if (ucp_request_check_status(*it) != UCS_INPROGRESS) {
@@ -785,6 +835,7 @@ void Transport::withdraw(uint64_t region_id, std::function<void()> done) {
     }
     Impl::Withdrawal w;
     w.done = done;
+    w.deadline = Clock::now() + self->options.write_timeout;
     Message m;
     m.type = MsgType::kRegionDel;
     m.value = region_id;

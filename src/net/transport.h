@@ -38,7 +38,8 @@ struct TransportOptions {
   bool listen = false;
   std::string listen_ip;
   uint16_t listen_port = 0;
-  // A write whose completion is not confirmed by then fails the link.
+  // A write whose completion is not confirmed by then fails the link; so
+  // does a peer that has not confirmed a withdrawn region by then.
   std::chrono::milliseconds write_timeout{10000};
   // A client that has not completed the handshake by then is dropped.
   std::chrono::milliseconds accept_timeout{10000};

@@ -1,7 +1,8 @@
 // kvdist_test_peer: a DataDist in its own process, driven line by line over
 // stdin/stdout by the tests (one command per line, one answer per line).
 //
-//   init prompt|decoder <cluster> [ip:port]   -> ok <listen_port>
+//   init prompt|decoder <cluster> [ip:port|-] [transfer_timeout_ms]
+//                                             -> ok <listen_port>
 //   link <cluster> <ip> <port> <timeout_ms>   -> ok <code>
 //   unlink <cluster>                          -> ok <code>
 //   alloc <blocks 0|1> <num_tensors> <dims..> -> ok <cache_id> <addr>...   (uint8 elements)
@@ -10,23 +11,37 @@
 //   fill <addr> <len> <byte>                  -> ok
 //   pattern <addr> <len> <seed>               -> ok
 //   hash <addr> <len>                         -> ok <hash>
+//   hashv <len> <addr>...                     -> ok <hash>   (chained over the ranges)
 //   wait <cache_id> <layer> <timeout_ms>      -> ok <code>
 //   reset <cache_id>                          -> ok <code>
 //   pool_used                                 -> ok <bytes>
+//   push <cache_id> <dst_cluster> <gated 0|1> <dst addr>...   -> ok
+//       (PROMPT) transfer_cache_async of every layer, batch index 0; gated:
+//       layer l goes only after "release l" (synchronizer deadline 30 s)
+//   release <layer>|all                       -> ok
+//   task_wait <timeout_ms>                    -> ok <code> <result|->...
+//   task_message <config>                     -> ok <the config's error message>
+//   stats                                     -> ok <rss_bytes> <open_fds>
 //   quit
 // Errors answer "err <code> <message>".
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <iostream>
 #include <list>
 #include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "bytes_hash.h"
 #include "kvdist/kvdist.h"
+#include "proc_stats.h"
 
 namespace {
 
@@ -34,12 +49,43 @@ using kvdist::StatusCode;
 
 std::string code_str(StatusCode c) { return std::to_string(static_cast<int64_t>(c)); }
 
+constexpr int kGateMs = 30000;
+
+// The synchronizer of "push": every layer at once, or each layer only once
+// "release" let it through.
+class Gate : public kvdist::LayerSynchronizer {
+ public:
+  explicit Gate(bool gated) : all_(!gated) {}
+  bool synchronize_layer(uint32_t layer, std::optional<int32_t>) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::milliseconds(kGateMs),
+                        [&] { return all_ || open_.count(layer) != 0; });
+  }
+  void release(std::optional<uint32_t> layer) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (layer) {
+      open_.insert(*layer);
+    } else {
+      all_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool all_;
+  std::set<uint32_t> open_;
+};
+
 }  // namespace
 
 int main() {
   std::unique_ptr<kvdist::DataDist> dd;
   std::map<int64_t, kvdist::KvCache> caches;
   std::list<std::vector<char>> owned;  // memory of registered caches
+  std::shared_ptr<Gate> gate;
+  std::optional<kvdist::CacheTask> task;
   std::string line;
   auto reply = [](const std::string& s) {
     std::cout << s << std::endl;  // flush: the test waits for each line
@@ -53,12 +99,14 @@ int main() {
       std::string role;
       uint64_t cluster = 0;
       std::string listen;
-      in >> role >> cluster >> listen;
+      int32_t transfer_timeout_ms = 5000;
+      in >> role >> cluster >> listen >> transfer_timeout_ms;
+      if (listen == "-") listen.clear();
       dd = std::make_unique<kvdist::DataDist>(
           role == "prompt" ? kvdist::Role::kPrompt : kvdist::Role::kDecoder, cluster);
       kvdist::Options o;
       o.listen_ip_info = listen;
-      o.transfer_timeout_ms = 5000;
+      o.transfer_timeout_ms = transfer_timeout_ms;
       kvdist::Status s = dd->init(o);
       reply(s.ok() ? "ok " + std::to_string(dd->listen_port())
                    : "err " + code_str(s.code()) + " " + s.message());
@@ -137,12 +185,69 @@ int main() {
       kvdist::Status s = cmd == "wait" ? dd->cache_manager()->wait_layer(c, layer, timeout)
                                        : dd->cache_manager()->reset_arrivals(c);
       reply("ok " + code_str(s.code()));
+    } else if (cmd == "hashv") {
+      uint64_t len = 0;
+      uint64_t addr = 0;
+      in >> len;
+      uint64_t h = 0;
+      while (in >> addr) h = h * 31 + kvdist::testing::fnv1a(reinterpret_cast<void*>(addr), len);
+      reply("ok " + std::to_string(h));
+    } else if (cmd == "push") {
+      int64_t id = 0;
+      kvdist::TransferConfig cfg;
+      int gated = 0;
+      in >> id >> cfg.dst_cluster_id >> gated;
+      uint64_t addr = 0;
+      while (in >> addr) cfg.dst_addrs.push_back(addr);
+      auto it = caches.find(id);
+      if (it == caches.end()) {
+        reply("err -1 unknown cache");
+        continue;
+      }
+      gate = std::make_shared<Gate>(gated != 0);
+      kvdist::TransferOptions opts;
+      opts.sync_timeout_ms = kGateMs + 1000;
+      auto t = dd->cache_manager()->transfer_cache_async(it->second, gate, {cfg}, {}, opts);
+      if (!t.ok()) {
+        reply("err " + code_str(t.status().code()) + " " + t.status().message());
+        continue;
+      }
+      task = t.value();
+      reply("ok");
+    } else if (cmd == "release") {
+      std::string which;
+      in >> which;
+      if (!gate) {
+        reply("err -1 nothing pushed");
+        continue;
+      }
+      gate->release(which == "all" ? std::nullopt : std::optional<uint32_t>(std::stoul(which)));
+      reply("ok");
+    } else if (cmd == "task_wait") {
+      uint32_t timeout = 0;
+      in >> timeout;
+      if (!task) {
+        reply("err -1 nothing pushed");
+        continue;
+      }
+      std::string out = "ok " + code_str(task->synchronize(timeout));
+      for (const auto& r : task->get_results(0)) out += " " + (r ? code_str(*r) : std::string("-"));
+      reply(out);
+    } else if (cmd == "task_message") {
+      size_t i = 0;
+      in >> i;
+      reply(task ? "ok " + task->result_message(i) : "err -1 nothing pushed");
+    } else if (cmd == "stats") {
+      reply("ok " + std::to_string(kvdist::testing::rss_bytes()) + " " +
+            std::to_string(kvdist::testing::open_fds()));
     } else if (cmd == "pool_used") {
       reply("ok " + std::to_string(dd->cache_manager()->pool_bytes_in_use()));
     } else {
       reply("err -1 unknown command " + cmd);
     }
   }
+  if (gate) gate->release(std::nullopt);
+  task.reset();
   dd.reset();
   return 0;
 }

@@ -14,7 +14,22 @@ namespace kvdist::testing {
 
 const char* peer_binary() { return KVDIST_TEST_PEER_PATH; }
 
-PeerProcess::PeerProcess(const std::map<std::string, std::string>& env) {
+namespace {
+
+std::vector<char*> c_argv(std::vector<std::string>& args) {
+  std::vector<char*> out;
+  for (std::string& a : args) out.push_back(a.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+}  // namespace
+
+PeerProcess::PeerProcess(const std::map<std::string, std::string>& env,
+                         const std::vector<std::string>& prefix) {
+  std::vector<std::string> args = prefix;
+  args.push_back(peer_binary());
+  std::vector<char*> argv = c_argv(args);
   int in[2];
   int out[2];
   if (pipe(in) != 0 || pipe(out) != 0) throw std::runtime_error("pipe failed");
@@ -27,8 +42,10 @@ PeerProcess::PeerProcess(const std::map<std::string, std::string>& env) {
     close(in[1]);
     close(out[0]);
     close(out[1]);
+    // UCX logs to stdout by default: keep the answer lines clean.
+    setenv("UCX_LOG_FILE", "stderr", 0);
     for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-    execl(peer_binary(), peer_binary(), static_cast<char*>(nullptr));
+    execvp(argv[0], argv.data());
     _exit(127);
   }
   close(in[0]);
@@ -61,6 +78,18 @@ void PeerProcess::kill_now() {
   int status = 0;
   waitpid(pid_, &status, 0);
   pid_ = -1;
+}
+
+int PeerProcess::wait_exit(int timeout_ms) {
+  if (pid_ <= 0) return -1;
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  int status = 0;
+  while (waitpid(pid_, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > end) return -1;
+    usleep(10000);
+  }
+  pid_ = -1;
+  return status;
 }
 
 std::string PeerProcess::call(const std::string& command, int timeout_ms) {
@@ -98,6 +127,46 @@ std::vector<std::string> PeerProcess::ok(const std::string& command, int timeout
     throw std::runtime_error("peer answered '" + answer + "' to '" + command + "'");
   }
   return words;
+}
+
+int run_process(const std::vector<std::string>& argv_in, int timeout_ms, std::string* output) {
+  std::vector<std::string> args = argv_in;
+  std::vector<char*> argv = c_argv(args);
+  int out[2];
+  if (pipe(out) != 0) return -1;
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    dup2(out[1], 1);
+    close(out[0]);
+    close(out[1]);
+    execvp(argv[0], argv.data());
+    _exit(127);
+  }
+  close(out[1]);
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  bool timed_out = false;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    end - std::chrono::steady_clock::now())
+                    .count();
+    if (left <= 0) {
+      timed_out = true;
+      break;
+    }
+    pollfd p{out[0], POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
+    char buf[4096];
+    ssize_t n = read(out[0], buf, sizeof(buf));
+    if (n <= 0) break;  // EOF: the child closed its output
+    if (output != nullptr) output->append(buf, static_cast<size_t>(n));
+  }
+  close(out[0]);
+  if (timed_out) kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (timed_out || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
 }
 
 }  // namespace kvdist::testing

@@ -14,8 +14,10 @@ namespace kvdist::testing {
 
 class PeerProcess {
  public:
-  // Starts the peer binary with extra environment entries ("UCX_TLS=tcp").
-  explicit PeerProcess(const std::map<std::string, std::string>& env = {});
+  // Starts the peer binary with extra environment entries ("UCX_TLS=tcp"),
+  // behind an optional command prefix ({"ip", "netns", "exec", "ns1"}).
+  explicit PeerProcess(const std::map<std::string, std::string>& env = {},
+                       const std::vector<std::string>& prefix = {});
   ~PeerProcess();
   PeerProcess(const PeerProcess&) = delete;
   PeerProcess& operator=(const PeerProcess&) = delete;
@@ -26,6 +28,9 @@ class PeerProcess {
   std::vector<std::string> ok(const std::string& command, int timeout_ms = 10000);
 
   void kill_now();  // SIGKILL and reap
+  // Waits for the child to exit by itself (after "quit"): its wait status,
+  // or -1 if it still runs after timeout_ms.
+  int wait_exit(int timeout_ms);
   pid_t pid() const { return pid_; }
 
  private:
@@ -37,6 +42,12 @@ class PeerProcess {
 
 // Where the peer binary lives (set by CMake).
 const char* peer_binary();
+
+// Runs argv[0] (searched in PATH) with its output captured in *output (if
+// given); kills it after timeout_ms. Its exit status, or -1 if it did not
+// exit normally (killed, timed out, not started).
+int run_process(const std::vector<std::string>& argv, int timeout_ms,
+                std::string* output = nullptr);
 
 }  // namespace kvdist::testing
 
