@@ -13,6 +13,7 @@
 #include <set>
 
 #include "mem/region_table.h"
+#include "mem/stream_copy.h"
 #include "net/ucx_worker.h"
 #include "net/wire.h"
 
@@ -85,18 +86,25 @@ struct Transport::Impl {
     // none of its writes can still land).
     Clock::time_point deadline;
   };
+  // A region of a peer: its remote key, and where it is mapped in this
+  // process when it is shared memory on this host (ucp_rkey_ptr).
+  struct RemoteRegion {
+    ucp_rkey_h rkey = nullptr;
+    char* mapped = nullptr;
+  };
   enum class PeerState { kConnecting, kUp, kDown };
   struct Peer {
     uint64_t cluster_id = 0;
     PeerState state = PeerState::kConnecting;
     ucp_ep_h ctrl = nullptr;
     ucp_ep_h data = nullptr;
-    mem::RegionTable<ucp_rkey_h> remote;
+    mem::RegionTable<RemoteRegion> remote;
     std::shared_ptr<Waiter> connect_waiter;  // client side, until up
     Clock::time_point connect_deadline;
     uint64_t next_ping = 1;
     std::map<uint64_t, std::function<void()>> pongs;
     std::set<uint64_t> writes;  // ids of pending writes
+    bool same_host = false;     // the peer said it runs on this host (boot id)
   };
   struct PendingWrite {
     std::shared_ptr<Peer> peer;
@@ -119,6 +127,9 @@ struct Transport::Impl {
   // after a network cut) and calls back into us; callbacks only release
   // their requests.
   bool destroying = false;
+  // Copy into a peer's shared memory ourselves (KVDIST_DIRECT_COPY=0: let
+  // UCX put everything).
+  bool direct_copy = true;
 
   // The worker goes first, while everything its callbacks touch still lives.
   ~Impl() {
@@ -258,9 +269,15 @@ struct Transport::Impl {
 
   void add_remote_regions(Peer& peer, const std::vector<RegionInfo>& regions) {
     for (const RegionInfo& r : regions) {
-      ucp_rkey_h rkey = nullptr;
-      if (ucp_ep_rkey_unpack(peer.data, r.rkey.data(), &rkey) != UCS_OK) continue;
-      if (!peer.remote.add(r.id, r.base, r.len, rkey)) ucp_rkey_destroy(rkey);
+      RemoteRegion region;
+      if (ucp_ep_rkey_unpack(peer.data, r.rkey.data(), &region.rkey) != UCS_OK) continue;
+      void* mapped = nullptr;
+      // Only on this host: a key of another host's shared memory must never
+      // be attached here (UCX would not offer it, and we do not ask).
+      if (direct_copy && peer.same_host && ucp_rkey_ptr(region.rkey, r.base, &mapped) == UCS_OK) {
+        region.mapped = static_cast<char*>(mapped);
+      }
+      if (!peer.remote.add(r.id, r.base, r.len, region)) ucp_rkey_destroy(region.rkey);
     }
   }
 
@@ -292,7 +309,7 @@ struct Transport::Impl {
     by_ctrl.erase(peer->ctrl);
     auto it = peers.find(peer->cluster_id);
     if (it != peers.end() && it->second == peer) peers.erase(it);
-    peer->remote.for_each([](const auto& r) { ucp_rkey_destroy(r.payload); });
+    peer->remote.for_each([](const auto& r) { ucp_rkey_destroy(r.payload.rkey); });
     peer->remote.clear();
     // Force-closing cancels every outstanding put and flush of the peer:
     // after this no write of ours can still land there.
@@ -479,7 +496,8 @@ struct Transport::Impl {
     peer->cluster_id = msg.cluster_id;
     peer->ctrl = ep;
     ucs_status_t s = UCS_OK;
-    peer->data = create_data_ep(msg.worker_address, msg.host_id == my_host, &s);
+    peer->same_host = msg.host_id == my_host;
+    peer->data = create_data_ep(msg.worker_address, peer->same_host, &s);
     if (peer->data == nullptr) {
       // Refused before it touches anything: a hello that cannot complete
       // must not take down the link of the cluster it claims to be.
@@ -524,7 +542,8 @@ struct Transport::Impl {
       return;
     }
     ucs_status_t s = UCS_OK;
-    peer->data = create_data_ep(msg.worker_address, msg.host_id == my_host, &s);
+    peer->same_host = msg.host_id == my_host;
+    peer->data = create_data_ep(msg.worker_address, peer->same_host, &s);
     if (peer->data == nullptr) {
       fail_peer(peer, ucx_status(StatusCode::kLinkFailed, "cannot reach the listener's worker", s));
       return;
@@ -536,8 +555,9 @@ struct Transport::Impl {
   }
 
   void on_region_del(const std::shared_ptr<Peer>& peer, uint64_t region_id) {
-    ucp_rkey_h rkey = nullptr;
-    bool known = peer->remote.remove(region_id, &rkey);
+    RemoteRegion removed;
+    bool known = peer->remote.remove(region_id, &removed);
+    ucp_rkey_h rkey = removed.rkey;
     uint64_t cluster = peer->cluster_id;
     auto ack = [this, peer, region_id, rkey, known, cluster](ucs_status_t) {
       if (known) ucp_rkey_destroy(rkey);
@@ -635,6 +655,9 @@ Result<std::unique_ptr<Transport>> Transport::start(const TransportOptions& opti
   impl->options = options;
   impl->events = std::move(events);
   impl->my_host = host_id();
+  if (const char* direct = std::getenv("KVDIST_DIRECT_COPY")) {
+    impl->direct_copy = std::string(direct) != "0";
+  }
   auto worker = UcxWorker::create();
   if (!worker.ok()) return worker.status();
   impl->worker = std::move(worker).value();
@@ -1005,8 +1028,8 @@ void Transport::write(uint64_t peer_id, std::vector<WriteOp> ops, std::string no
       return;
     }
     std::shared_ptr<Impl::Peer> peer = it->second;
-    std::vector<ucp_rkey_h> rkeys;
-    rkeys.reserve(ops.size());
+    std::vector<const mem::RegionTable<Impl::RemoteRegion>::Region*> regions;
+    regions.reserve(ops.size());
     for (const WriteOp& op : ops) {
       const auto* region = peer->remote.find(op.remote_addr, op.len);
       if (region == nullptr) {
@@ -1019,22 +1042,36 @@ void Transport::write(uint64_t peer_id, std::vector<WriteOp> ops, std::string no
                                                    std::to_string(peer_id) + " registered"));
         return;
       }
-      rkeys.push_back(region->payload);
+      regions.push_back(region);
     }
     uint64_t id = self->next_id++;
     self->writes.emplace(id, Impl::PendingWrite{peer, std::move(note), std::move(done),
                                                 Clock::now() + self->options.write_timeout});
     peer->writes.insert(id);
     ucp_request_param_t p{};
+    bool posted = false;
     for (size_t i = 0; i < ops.size(); ++i) {
-      ucs_status_ptr_t req = ucp_put_nbx(peer->data, reinterpret_cast<void*>(ops[i].local_addr),
-                                         ops[i].len, ops[i].remote_addr, rkeys[i], &p);
+      const WriteOp& op = ops[i];
+      const auto& region = *regions[i];
+      if (region.payload.mapped != nullptr) {
+        // Shared memory mapped here: copy straight in, complete on return.
+        mem::stream_copy(region.payload.mapped + (op.remote_addr - region.base),
+                         reinterpret_cast<const void*>(op.local_addr), op.len);
+        continue;
+      }
+      ucs_status_ptr_t req = ucp_put_nbx(peer->data, reinterpret_cast<void*>(op.local_addr), op.len,
+                                         op.remote_addr, region.payload.rkey, &p);
       if (UCS_PTR_IS_ERR(req)) {
         self->fail_peer(peer,
                         ucx_status(StatusCode::kLinkFailed, "put failed", UCS_PTR_STATUS(req)));
         return;
       }
       if (req != nullptr) ucp_request_free(req);
+      posted = true;
+    }
+    if (!posted) {
+      self->complete_write(id, Status());
+      return;
     }
     self->flush(peer->data, [self, id, peer](ucs_status_t s) {
       if (s == UCS_OK) {

@@ -54,3 +54,9 @@ def test_small_run_verifies_bytes_and_writes_json(tmp_path: Path) -> None:
     assert all(r["ok"] and r["verified"] for r in kv)
     assert all(r["bytes"] == 2 * 28 * 256 * 4 * 128 * 2 * 2 for r in kv)
     assert any(r["system"] == "memcpy" for r in rows)
+    # The saved results can be reported again without running anything.
+    md = tmp_path / "bench.md"
+    assert main(["--from-json", str(out), "--markdown", str(md)]) == 0
+    table = md.read_text()
+    assert table.startswith("| case |")
+    assert table.count("verified") == 4

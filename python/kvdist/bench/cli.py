@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import platform
 import sys
@@ -13,7 +14,7 @@ from typing import Any, Optional
 from kvdist.bench.baselines import memcpy_baseline, perftest_baseline
 from kvdist.bench.cases import MODELS, Case, Model
 from kvdist.bench.peers import find_peers_dir, peer_baseline
-from kvdist.bench.report import print_table, write_json, write_plot
+from kvdist.bench.report import markdown_table, print_table, write_json, write_plot
 from kvdist.bench.runner import Session, session_key
 
 __all__ = ["main"]
@@ -97,6 +98,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--no-verify", action="store_true", help="skip the byte comparison")
     p.add_argument("--json", help="write all figures to this JSON file")
     p.add_argument("--plot", help="write a PNG plot to this file")
+    p.add_argument("--markdown", help="write the results as a Markdown table to this file")
+    p.add_argument(
+        "--from-json",
+        help="run nothing: report (table, --plot, --markdown) the "
+        "results of an earlier --json file",
+    )
     p.add_argument(
         "--full",
         action="store_true",
@@ -205,8 +212,25 @@ def _bulk_ms(rows: list[dict[str, Any]], r: dict[str, Any]) -> float:
     return float(r["layer_transfer_ms"]) * r["layers"]
 
 
+def _outputs(a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write(markdown_table(rows))
+        print(f"wrote {a.markdown}")
+    if a.plot:
+        err = write_plot(a.plot, rows)
+        print(f"wrote {a.plot}" if err is None else f"no plot: {err}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     a = parse_args(argv)
+    if a.from_json:
+        with open(a.from_json) as f:
+            rows = json.load(f)["results"]
+        print_table(rows)
+        summary(rows)
+        _outputs(a, rows)
+        return 0
     cases = build_cases(a)
     if not cases:
         print("no case to run", file=sys.stderr)
@@ -266,8 +290,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     if a.json:
         write_json(a.json, rows, meta)
         print(f"\nwrote {a.json}")
-    if a.plot:
-        err = write_plot(a.plot, rows)
-        print(f"wrote {a.plot}" if err is None else f"no plot: {err}")
+    _outputs(a, rows)
     failed = [r for r in rows if r.get("system") == "kvdist" and not r.get("ok")]
     return 1 if failed else 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
-__all__ = ["print_table", "write_json", "write_plot"]
+__all__ = ["markdown_table", "print_table", "write_json", "write_plot"]
 
 
 def _fmt(v: Optional[float], unit: str = "", digits: int = 2) -> str:
@@ -30,6 +30,33 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{_fmt(r.get('post_overhead_us'), 'us', 0) if 'post_overhead_us' in r else '':>8} "
             f"{cpu:>11}"
         )
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The results as a Markdown table (docs/benchmarks.md)."""
+    out = [
+        "| case | GB/s | exposed after last layer | per-layer transfer | post overhead "
+        "| puts | CPU prompt / decoders | bytes |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        if not r.get("ok"):
+            out.append(f"| {r['label']} | error: {r.get('error', '')} | | | | | | |")
+            continue
+        layerwise = r.get("mode") == "layerwise"
+        gbps = "" if layerwise else f"{r['gbps']:.2f}"
+        exposed = f"{r['exposed_ms']:.1f} ms" if r.get("exposed_ms") is not None else ""
+        layer = f"{r['layer_transfer_ms']:.1f} ms" if "layer_transfer_ms" in r else ""
+        post = f"{r['post_overhead_us']:.0f} µs" if "post_overhead_us" in r else ""
+        puts = str(r.get("puts", ""))
+        cpu = (
+            f"{r['cpu_prompt_s']:.2f} / {r['cpu_decoders_s']:.2f} s" if "cpu_prompt_s" in r else ""
+        )
+        verified = "verified" if r.get("verified") else ""
+        out.append(
+            f"| {r['label']} | {gbps} | {exposed} | {layer} | {post} | {puts} | {cpu} | {verified} |"
+        )
+    return "\n".join(out) + "\n"
 
 
 def write_json(path: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
