@@ -4,7 +4,7 @@
 set -euo pipefail
 need=()
 for pkg in build-essential cmake ninja-build pkg-config libucx-dev ucx-utils libgtest-dev \
-           googletest iproute2 clang-format; do
+           googletest iproute2 clang-format valgrind; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

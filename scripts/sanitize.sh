@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the C++ tests with ASan+UBSan and with TSan (separate build folders)
-# and runs them. UCX's memory hooks are turned off (UCX_MEM_EVENTS=no): under
-# TSan they crash in exiting threads. Fails on any sanitizer report.
+# and runs them, then runs one transfer under valgrind memcheck. UCX's memory
+# hooks are turned off (UCX_MEM_EVENTS=no): under TSan they crash in exiting
+# threads. Fails on any sanitizer or valgrind report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -20,6 +21,15 @@ run asan address,undefined \
   UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$logs/ubsan"
 run tsan thread \
   TSAN_OPTIONS="suppressions=$PWD/tools/sanitizers/tsan.supp:history_size=7:log_path=$logs/tsan"
+# One transfer under valgrind memcheck (both processes): no definite leak,
+# no invalid access.
+cmake -S . -B build -G Ninja >/dev/null && cmake --build build -j 2
+UCX_MEM_EVENTS=no valgrind --quiet --trace-children=yes --leak-check=full \
+  --errors-for-leak-kinds=definite --error-exitcode=1 --log-file="$logs/valgrind.%p" \
+  build/tests/cpp/kvdist_transfer_tests \
+  --gtest_filter=TransferTest.ContiguousAllLayersArriveFromTheGivenBatch
+# valgrind writes a (possibly empty) log per process: keep only non-empty ones.
+find "$logs" -name 'valgrind.*' -empty -delete
 # Reports of child (peer) processes do not fail their test: look for them.
 if ls "$logs"/* >/dev/null 2>&1; then
   echo "sanitizer reports:"

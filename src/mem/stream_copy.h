@@ -8,7 +8,7 @@ namespace kvdist::mem {
 
 // Copies len bytes with non-temporal stores where the CPU has them (x86-64:
 // SSE2 streaming stores, then a store fence), plain memcpy otherwise and for
-// small copies. For large copies out to DRAM this is up to ~1.5x faster
+// copies under 4 KiB. For large copies out to DRAM this is up to ~1.5x faster
 // than glibc's memcpy on hosts where glibc misjudges the cache size
 // (docs/benchmarks.md), and it leaves the caller's cache alone. The bytes are
 // visible to other processes when it returns.
