@@ -31,8 +31,8 @@ using Clock = std::chrono::steady_clock;
 
 constexpr uint8_t kCanary = 0xA5;
 
-std::string s(uint64_t v) { return std::to_string(v); }
-StatusCode code(const std::string& word) { return static_cast<StatusCode>(std::stoll(word)); }
+using testing::code;
+using testing::s;
 int64_t ms_since(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
 }

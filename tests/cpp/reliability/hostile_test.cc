@@ -28,8 +28,8 @@ using testing::fnv1a;
 using testing::PeerProcess;
 using Clock = std::chrono::steady_clock;
 
-std::string s(uint64_t v) { return std::to_string(v); }
-StatusCode code(const std::string& word) { return static_cast<StatusCode>(std::stoll(word)); }
+using testing::code;
+using testing::s;
 
 long field(const std::string& out, const std::string& name) {
   auto at = out.find(name + "=");

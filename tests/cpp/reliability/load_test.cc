@@ -27,8 +27,8 @@ using Clock = std::chrono::steady_clock;
 constexpr uint64_t kPromptCluster = 1;
 constexpr uint32_t kLayers = 4;
 
-std::string s(uint64_t v) { return std::to_string(v); }
-StatusCode code(const std::string& word) { return static_cast<StatusCode>(std::stoll(word)); }
+using testing::code;
+using testing::s;
 
 // The hash the peer's "hashv" answers for these ranges.
 uint64_t hashv(const std::vector<uint64_t>& addrs, uint64_t len) {

@@ -10,7 +10,15 @@
 #include <string>
 #include <vector>
 
+#include "kvdist/status.h"
+
 namespace kvdist::testing {
+
+// Words of the peer's line protocol.
+inline std::string s(uint64_t v) { return std::to_string(v); }
+inline StatusCode code(const std::string& word) {
+  return static_cast<StatusCode>(std::stoll(word));
+}
 
 class PeerProcess {
  public:

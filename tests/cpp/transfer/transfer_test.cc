@@ -29,8 +29,8 @@ using Clock = std::chrono::steady_clock;
 constexpr uint64_t kPromptCluster = 1;
 constexpr uint8_t kCanary = 0xA5;
 
-std::string s(uint64_t v) { return std::to_string(v); }
-StatusCode code(const std::string& word) { return static_cast<StatusCode>(std::stoll(word)); }
+using testing::code;
+using testing::s;
 
 // Records the layers asked for; optionally fails, throws or stalls at one.
 class Synchronizer : public LayerSynchronizer {
