@@ -477,6 +477,16 @@ def run_attempt(
     return out
 
 
+def print_attempt(variant: str, attempt: dict) -> None:
+    """One line per tried configuration: its bandwidth, or why it failed."""
+    outcome = (
+        f"{attempt['gbps_median']:.2f} GB/s, verified={attempt.get('verified')}"
+        if attempt.get("ok")
+        else f"FAILED: {str(attempt.get('error'))[:200]}"
+    )
+    print(f"  attempt {variant}: {outcome}", flush=True)
+
+
 def finish(system: str, args, attempts: list, extra: dict) -> int:
     import importlib.util  # noqa: F401  (keep the orchestrator free of numpy/library imports)
 

@@ -174,15 +174,7 @@ def main():
             ]
         }
         attempts.append(a)
-        print(
-            f"  attempt {v}: "
-            + (
-                f"{a['gbps_median']:.2f} GB/s, verified={a.get('verified')}"
-                if a.get("ok")
-                else f"FAILED: {str(a.get('error'))[:200]}"
-            ),
-            flush=True,
-        )
+        pc.print_attempt(v, a)
     return pc.finish(SYSTEM, args, attempts, {"interpreter": py})
 
 

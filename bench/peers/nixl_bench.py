@@ -257,15 +257,7 @@ def main():
             if errs:
                 a["error"] = f"{a.get('error')} (log: {' / '.join(errs[:4])})"
         attempts.append(a)
-        print(
-            f"  attempt {v}: "
-            + (
-                f"{a['gbps_median']:.2f} GB/s, verified={a.get('verified')}"
-                if a.get("ok")
-                else f"FAILED: {str(a.get('error'))[:200]}"
-            ),
-            flush=True,
-        )
+        pc.print_attempt(v, a)
     return pc.finish(SYSTEM, args, attempts, {"interpreter": py})
 
 
