@@ -87,10 +87,7 @@ void UcxWorker::start(Task on_tick, std::chrono::milliseconds tick_interval) {
 void UcxWorker::stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) {
-      // Already stopping or stopped: only join below.
-    }
-    stopping_ = true;
+    stopping_ = true;  // a second stop() only joins (nothing to join)
   }
   wake();
   if (thread_.joinable()) thread_.join();
