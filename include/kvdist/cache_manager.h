@@ -26,6 +26,10 @@ struct TransferOptions {
   // Pass no timeout to synchronize_layer and enforce none (the original's
   // behaviour; the llm_datadist package uses it).
   bool unbounded_synchronizer = false;
+  // The original's one-task rule: refused with kLinkBusy while another
+  // exclusive task of this manager runs (the llm_datadist package sets it).
+  // Without it, tasks run concurrently, each with its own worker thread.
+  bool exclusive = false;
 };
 
 // Owned by a DataDist. All calls are thread-safe.
@@ -54,8 +58,9 @@ class CacheManager {
   // Values are validated before anything moves (kParamInvalid with a message
   // naming config, layer and address); destination ranges are checked against
   // the memory each linked destination registered. A config to a cluster that
-  // is not linked ends with kNotYetLink in the task's results. A second call
-  // while a task of this manager runs: kLinkBusy.
+  // is not linked ends with kNotYetLink in the task's results. Tasks run
+  // concurrently unless options.exclusive (then kLinkBusy while another
+  // exclusive task runs, as in the original).
   Result<CacheTask> transfer_cache_async(const KvCache& src,
                                          std::shared_ptr<LayerSynchronizer> synchronizer,
                                          std::vector<TransferConfig> configs,

@@ -42,6 +42,15 @@ struct Options {
   static Result<Options> from_map(Role role, const std::map<std::string, std::string>& options);
 };
 
+// Largest payload of send_message.
+inline constexpr size_t kMaxPeerMessageBytes = 60 * 1024;
+
+// A message a linked cluster sent with send_message.
+struct PeerMessage {
+  uint64_t from_cluster = 0;
+  std::string payload;
+};
+
 // Per-cluster outcome of link_clusters / unlink_clusters.
 struct LinkResult {
   StatusCode status = StatusCode::kSuccess;  // first failure, else kSuccess
@@ -85,6 +94,20 @@ class DataDist {
   // kSuccess if remote_cluster_id is linked and alive, kNotYetLink otherwise.
   Status check_link_status(uint64_t remote_cluster_id);
   std::vector<uint64_t> linked_clusters() const;
+
+  // Small messages between linked clusters, in either direction (a DECODER
+  // telling its PROMPT where a request's blocks are, a PROMPT telling a
+  // DECODER that a request's cache is complete). They travel on the link's
+  // control endpoint, in order, after every note of transfers the sender
+  // saw complete before sending. kNotYetLink if the cluster is not linked,
+  // kParamInvalid above kMaxPeerMessageBytes. Best effort once sent: a link
+  // that fails loses what is in flight.
+  Status send_message(uint64_t remote_cluster_id, const std::string& payload);
+  // Up to max_messages received messages, oldest first; waits up to
+  // timeout_ms for the first when none is waiting (0: do not wait). At most
+  // 4096 wait unread; later ones are dropped (dropped_messages() counts them).
+  std::vector<PeerMessage> receive_messages(size_t max_messages, int32_t timeout_ms);
+  uint64_t dropped_messages() const;
 
   // Valid between init and finalize; owned by this DataDist.
   CacheManager* cache_manager();

@@ -52,9 +52,14 @@ struct CacheDesc {
   Placement placement = Placement::kDevice;
   int32_t batch_dim_index = 0;
   int32_t seq_len_dim_index = -1;
+  // kvdist: tensors that make one layer, in order (layer l is tensors
+  // [l * tensors_per_layer, (l + 1) * tensors_per_layer)). 2 for separate K
+  // and V tensors (the original's layout); 1 where a layer's K and V share
+  // one tensor (vLLM's CPU cache, [blocks, heads, block_size, 2 * head]).
+  uint32_t tensors_per_layer = 2;
 
-  // Checks num_tensors > 0, a non-empty shape of positive dimensions, a sized
-  // data type, and the dimension indices (kParamInvalid otherwise).
+  // Checks num_tensors > 0, tensors_per_layer > 0, a non-empty shape of positive
+  // dimensions, a sized data type, and the dimension indices (kParamInvalid otherwise).
   Status validate() const;
   // Bytes of one tensor (product of shape x element size).
   uint64_t tensor_bytes() const;

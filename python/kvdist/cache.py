@@ -22,7 +22,8 @@ class Cache:
     """``num_tensors`` tensors of one shape and type, in memory kvdist registered.
 
     Layer-wise transfers read tensors as K0, V0, K1, V1, ...: layer ``l`` is
-    tensors ``2l`` and ``2l + 1``. ``addrs`` are this process's addresses;
+    tensors ``2l`` and ``2l + 1`` (``tensors_per_layer`` 2; with 1, one
+    tensor holds a layer's K and V, as vLLM's CPU cache does). ``addrs`` are this process's addresses;
     send them to the PROMPT so that it can address its pushes (a
     ``Destination``). Views from :meth:`tensor` are valid until :meth:`free`.
     """
@@ -34,6 +35,7 @@ class Cache:
     blocks: bool
     _owner: DataDist | None = field(repr=False, default=None)
     _keepalive: Any = field(repr=False, default=None)  # caller-owned memory
+    tensors_per_layer: int = 2
 
     @property
     def num_tensors(self) -> int:
@@ -41,7 +43,7 @@ class Cache:
 
     @property
     def num_layers(self) -> int:
-        return len(self.addrs) // 2
+        return len(self.addrs) // self.tensors_per_layer
 
     @property
     def tensor_bytes(self) -> int:
@@ -55,7 +57,9 @@ class Cache:
         return np.frombuffer(raw, dtype=numpy_dtype(self.dtype)).reshape(self.shape)
 
     def layer(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The (K, V) views of layer ``index``."""
+        """The (K, V) views of layer ``index`` (``tensors_per_layer`` 2)."""
+        if self.tensors_per_layer != 2:
+            raise ValueError("layer() needs separate K and V tensors; use tensor()")
         return self.tensor(2 * index), self.tensor(2 * index + 1)
 
     def free(self) -> None:

@@ -27,7 +27,8 @@ class Role(enum.IntEnum):
 @dataclass(frozen=True)
 class Destination:
     """Where a push goes: ``addrs`` holds K and V addresses per pushed layer
-    (``2 * len(layers)`` entries, the destination's own addresses).
+    (``tensors_per_layer * len(layers)`` entries, the destination's own
+    addresses).
 
     ``layers``: the source layers to push (None: all); ``batch_index``: the
     source batch slice (contiguous caches).
@@ -209,13 +210,20 @@ class DataDist:
         cache_id, addrs = self._native.allocate(num_tensors, list(shape), int(dt), 1, 0, -1, blocks)
         return Cache(cache_id, tuple(shape), dt, list(addrs), blocks, self)
 
-    def register(self, tensors: Sequence[Any], *, blocks: bool = False) -> Cache:
+    def register(
+        self, tensors: Sequence[Any], *, blocks: bool = False, tensors_per_layer: int = 2
+    ) -> Cache:
         """A cache over caller-owned memory: numpy arrays, torch CPU tensors or
-        buffers of one shape and type. They are kept alive by the cache."""
+        buffers of one shape and type. They are kept alive by the cache.
+        ``tensors_per_layer`` 1: each tensor is a whole layer (K and V)."""
         shape, dt = check_same(tensors)
         addrs = [buffer_address(t)[0] for t in tensors]
-        cache_id, out = self._native.register(len(addrs), list(shape), int(dt), addrs, blocks)
-        return Cache(cache_id, shape, dt, list(out), blocks, self, list(tensors))
+        cache_id, out = self._native.register(
+            len(addrs), list(shape), int(dt), addrs, blocks, tensors_per_layer
+        )
+        return Cache(
+            cache_id, shape, dt, list(out), blocks, self, list(tensors), tensors_per_layer
+        )
 
     def _free(self, cache: Cache) -> None:
         if self.initialized:
@@ -241,6 +249,7 @@ class DataDist:
         worker thread before each layer; return True once the layer is written.
         Paged caches: source block ``src_blocks[i]`` lands at destination block
         ``dst_blocks[i]`` (``dst_block_bytes`` apart; default the source's).
+        Several transfers may run at once, each with its own synchronizer.
         """
         configs = [
             (
@@ -266,6 +275,8 @@ class DataDist:
             dst_block_bytes,
             sync_timeout_ms,
             False,
+            False,
+            cache.tensors_per_layer,
         )
         return Task(native, len(configs))
 
@@ -279,6 +290,18 @@ class DataDist:
     def reset_arrivals(self, cache: Cache) -> None:
         """Forgets arrivals before the cache receives the next request."""
         self._native.reset_arrivals(cache.cache_id)
+
+    # ---- messages -----------------------------------------------------------
+
+    def send(self, cluster_id: int, payload: bytes) -> None:
+        """Sends a small message (at most 60 KiB) to a linked cluster, either
+        direction. Raises KvdistError NOT_YET_LINK / PARAM_INVALID."""
+        self._native.send_message(cluster_id, bytes(payload))
+
+    def receive(self, max_messages: int = 64, timeout_ms: int = 0) -> list[tuple[int, bytes]]:
+        """Messages received, oldest first, as (sender cluster id, payload);
+        waits up to ``timeout_ms`` for the first when none is waiting."""
+        return [(int(c), bytes(p)) for c, p in self._native.receive_messages(max_messages, timeout_ms)]
 
     @property
     def pool_bytes_in_use(self) -> int:

@@ -278,6 +278,7 @@ class KvCacheManager:
             dst_block_memory_size,
             sync_timeout_ms=None,
             unbounded=True,
+            exclusive=True,
         )
         return CacheTask(
             task,

@@ -83,7 +83,8 @@ KvCache CacheRegistry::add_entry(Entry entry) {
       by_addr_.add(addr_key(id, t), c.tensor_addrs[t], bytes, id);
     }
   }
-  entry.arrived.assign((c.desc.num_tensors + 1) / 2, false);
+  const uint32_t per_layer = c.desc.tensors_per_layer;
+  entry.arrived.assign((c.desc.num_tensors + per_layer - 1) / per_layer, false);
   KvCache out = c;
   caches_.emplace(id, std::move(entry));
   return out;
@@ -227,9 +228,7 @@ void CacheRegistry::unpin(int64_t cache_id) {
   maybe_release_locked(it);
 }
 
-void CacheRegistry::on_note(uint64_t peer, const std::string& payload) {
-  Note note;
-  if (!decode_note(payload, &note)) return;
+void CacheRegistry::on_note(uint64_t peer, const Note& note) {
   std::lock_guard<std::mutex> lock(mu_);
   for (uint64_t addr : note.addrs) {
     const auto* region = by_addr_.find(addr, 0);
@@ -245,7 +244,7 @@ void CacheRegistry::on_note(uint64_t peer, const std::string& payload) {
     const uint64_t bytes = e.cache.desc.tensor_bytes();
     for (size_t t = 0; t < e.cache.tensor_addrs.size(); ++t) {
       if (addr >= e.cache.tensor_addrs[t] && addr < e.cache.tensor_addrs[t] + bytes) {
-        e.arrived[t / 2] = true;
+        e.arrived[t / e.cache.desc.tensors_per_layer] = true;
         break;
       }
     }

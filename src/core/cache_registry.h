@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/notes.h"
 #include "kvdist/status.h"
 #include "kvdist/types.h"
 #include "mem/range_allocator.h"
@@ -39,7 +40,7 @@ class CacheRegistry : public std::enable_shared_from_this<CacheRegistry> {
   void unpin(int64_t cache_id);
 
   // Receiving side.
-  void on_note(uint64_t peer, const std::string& payload);
+  void on_note(uint64_t peer, const Note& note);
   void on_peer_down(uint64_t peer, const Status& why, bool any_link_left);
   Status wait_layer(int64_t cache_id, uint32_t layer, int32_t timeout_ms);
   Status reset_arrivals(int64_t cache_id);

@@ -47,6 +47,18 @@ std::vector<uint64_t> DataDist::linked_clusters() const {
   return engine_ ? engine_->transport().peers() : std::vector<uint64_t>{};
 }
 
+Status DataDist::send_message(uint64_t remote_cluster_id, const std::string& payload) {
+  if (!engine_) return Status(StatusCode::kEngineFinalized, "not initialized");
+  return engine_->send_message(remote_cluster_id, payload);
+}
+
+std::vector<PeerMessage> DataDist::receive_messages(size_t max_messages, int32_t timeout_ms) {
+  if (!engine_) return {};
+  return engine_->receive_messages(max_messages, timeout_ms);
+}
+
+uint64_t DataDist::dropped_messages() const { return engine_ ? engine_->inbox().dropped() : 0; }
+
 CacheManager* DataDist::cache_manager() { return cache_manager_.get(); }
 
 }  // namespace kvdist

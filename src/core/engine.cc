@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "core/notes.h"
 #include "core/transfer_job.h"
 #include "core/transfer_plan.h"
 
@@ -45,7 +46,14 @@ Result<std::unique_ptr<Engine>> Engine::start(Role role, uint64_t cluster_id,
   // need it: route them through a weak pointer filled in below.
   auto registry_slot = std::make_shared<std::weak_ptr<CacheRegistry>>();
   net::TransportEvents events;
-  events.on_note = [registry_slot](uint64_t peer, std::string note) {
+  std::weak_ptr<Inbox> inbox = e->inbox_;
+  events.on_note = [registry_slot, inbox](uint64_t peer, std::string payload) {
+    Note note;
+    if (!decode_note(payload, &note)) return;
+    if (note.kind == Note::Kind::kMessage) {
+      if (auto in = inbox.lock()) in->push(PeerMessage{peer, std::move(note.payload)});
+      return;
+    }
     if (auto r = registry_slot->lock()) r->on_note(peer, note);
   };
   events.on_peer_down = [registry_slot](uint64_t peer, const Status& why, size_t links_left) {
@@ -71,6 +79,7 @@ void Engine::finalize() {
     tasks.swap(tasks_);
     threads.swap(threads_);
   }
+  inbox_->close();
   // Stop every task; the transport's shutdown fails what is still in flight.
   for (auto& t : tasks) t->fail_and_stop({}, Status());
   if (transport_) transport_->shutdown();  // absent if start() failed
@@ -136,7 +145,7 @@ Result<CacheTask> Engine::transfer(const KvCache& src_in,
 
   std::lock_guard<std::mutex> lock(tasks_mu_);
   if (finalized_) return Status(StatusCode::kEngineFinalized, "DataDist is finalized");
-  if (running_ && !running_->finished()) {
+  if (options.exclusive && exclusive_ && !exclusive_->finished()) {
     return Status(StatusCode::kLinkBusy,
                   "a transfer_cache_async task of this manager is still running");
   }
@@ -145,7 +154,8 @@ Result<CacheTask> Engine::transfer(const KvCache& src_in,
   const KvCache& src = pinned.value();
   if (src.tensor_addrs != src_in.tensor_addrs ||
       src.desc.tensor_bytes() != src_in.desc.tensor_bytes() ||
-      src.desc.num_tensors != src_in.desc.num_tensors) {
+      src.desc.num_tensors != src_in.desc.num_tensors ||
+      src.desc.tensors_per_layer != src_in.desc.tensors_per_layer) {
     registry_->unpin(src.cache_id);
     return Status(StatusCode::kParamInvalid, "src_cache does not match cache " +
                                                  std::to_string(src.cache_id) +
@@ -208,8 +218,29 @@ Result<CacheTask> Engine::transfer(const KvCache& src_in,
   }
   tasks_.push_back(state);
   threads_.emplace_back([job] { job->run(); });
-  running_ = state;
+  if (options.exclusive) exclusive_ = state;
   return CacheTask(state);
+}
+
+Status Engine::send_message(uint64_t peer, const std::string& payload) {
+  if (payload.size() > kMaxPeerMessageBytes) {
+    return Status(StatusCode::kParamInvalid, "message of " + std::to_string(payload.size()) +
+                                                 " bytes exceeds " +
+                                                 std::to_string(kMaxPeerMessageBytes));
+  }
+  if (!transport_->connected(peer)) {
+    return Status(StatusCode::kNotYetLink, "cluster " + std::to_string(peer) + " is not linked");
+  }
+  Note n;
+  n.kind = Note::Kind::kMessage;
+  n.payload = payload;
+  transport_->notify(peer, encode_note(n));
+  return Status();
+}
+
+std::vector<PeerMessage> Engine::receive_messages(size_t max, int32_t timeout_ms) {
+  auto deadline = Clock::now() + std::chrono::milliseconds(std::max(0, timeout_ms));
+  return inbox_->take(max, deadline);
 }
 
 }  // namespace kvdist::core

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/cache_registry.h"
+#include "core/inbox.h"
 #include "core/task_state.h"
 #include "kvdist/cache_manager.h"
 #include "kvdist/data_dist.h"
@@ -28,6 +29,10 @@ class Engine {
   uint16_t listen_port() const { return transport_->listen_port(); }
   net::Transport& transport() { return *transport_; }
   CacheRegistry& registry() { return *registry_; }
+  Inbox& inbox() { return *inbox_; }
+
+  Status send_message(uint64_t peer, const std::string& payload);
+  std::vector<PeerMessage> receive_messages(size_t max, int32_t timeout_ms);
 
   LinkResult link(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms);
   LinkResult unlink(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms);
@@ -45,9 +50,10 @@ class Engine {
   Options options_;
   std::shared_ptr<net::Transport> transport_;
   std::shared_ptr<CacheRegistry> registry_;
+  std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
 
   std::mutex tasks_mu_;
-  std::shared_ptr<TaskState> running_;  // the task holding the manager busy
+  std::shared_ptr<TaskState> exclusive_;  // the exclusive task holding the manager busy
   std::vector<std::shared_ptr<TaskState>> tasks_;
   std::vector<std::thread> threads_;
   uint64_t next_task_id_ = 1;

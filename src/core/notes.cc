@@ -1,6 +1,7 @@
 #include "core/notes.h"
 
 #include "common/bytes.h"
+#include "kvdist/data_dist.h"
 
 namespace kvdist::core {
 
@@ -12,6 +13,7 @@ std::string encode_note(const Note& note) {
   w.i64(static_cast<int64_t>(note.code));
   w.u32(static_cast<uint32_t>(note.addrs.size()));
   for (uint64_t a : note.addrs) w.u64(a);
+  w.bytes(note.payload);
   return w.take();
 }
 
@@ -20,7 +22,7 @@ bool decode_note(std::string_view in, Note* note) {
   uint8_t kind = 0;
   int64_t code = 0;
   uint32_t n = 0;
-  if (!r.u8(&kind) || (kind != 1 && kind != 2) || !r.u64(&note->task_id) || !r.u32(&note->layer) ||
+  if (!r.u8(&kind) || kind < 1 || kind > 3 || !r.u64(&note->task_id) || !r.u32(&note->layer) ||
       !r.i64(&code) || !r.count(&n, sizeof(uint64_t))) {
     return false;
   }
@@ -30,7 +32,7 @@ bool decode_note(std::string_view in, Note* note) {
   for (uint64_t& a : note->addrs) {
     if (!r.u64(&a)) return false;
   }
-  return r.at_end();
+  return r.bytes(&note->payload, kMaxPeerMessageBytes) && r.at_end();
 }
 
 }  // namespace kvdist::core

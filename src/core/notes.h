@@ -1,5 +1,6 @@
-// The notes a sender attaches to a transfer for its destination: "layer L
-// of this task is in place at these addresses" and "this config failed".
+// The notes between two DataDists: what a sender attaches to a transfer for
+// its destination ("layer L of this task is in place at these addresses",
+// "this config failed"), and messages of the layer above (send_message).
 #ifndef KVDIST_CORE_NOTES_H_
 #define KVDIST_CORE_NOTES_H_
 
@@ -13,12 +14,13 @@
 namespace kvdist::core {
 
 struct Note {
-  enum class Kind : uint8_t { kLayer = 1, kAbort = 2 };
+  enum class Kind : uint8_t { kLayer = 1, kAbort = 2, kMessage = 3 };
   Kind kind = Kind::kLayer;
   uint64_t task_id = 0;
   uint32_t layer = 0;                      // source layer (kLayer)
   StatusCode code = StatusCode::kSuccess;  // kAbort
   std::vector<uint64_t> addrs;             // destination tensor addresses concerned
+  std::string payload;                     // kMessage: the caller's bytes
 };
 
 std::string encode_note(const Note& note);

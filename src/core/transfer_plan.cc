@@ -30,14 +30,17 @@ Status validate_transfer(const KvCache& src, std::vector<TransferConfig>& config
     return invalid("dst_block_memory_size must be None or 0 when dst is not a blocks cache");
   }
   const uint32_t num_tensors = src.desc.num_tensors;
-  if (num_tensors % 2 != 0) {
-    return invalid("num_tensors " + std::to_string(num_tensors) + " of src_cache is not even");
+  const uint32_t per_layer = src.desc.tensors_per_layer;
+  if (per_layer == 0 || num_tensors % per_layer != 0) {
+    return invalid("num_tensors " + std::to_string(num_tensors) +
+                   " of src_cache is not a multiple of " + std::to_string(per_layer) +
+                   " tensors per layer");
   }
   if (src.tensor_addrs.size() != num_tensors) {
     return invalid("src_cache has " + std::to_string(src.tensor_addrs.size()) +
                    " tensor addresses, " + std::to_string(num_tensors) + " expected");
   }
-  const uint32_t num_layers = num_tensors / 2;
+  const uint32_t num_layers = num_tensors / per_layer;
   for (size_t i = 0; i < configs.size(); ++i) {
     TransferConfig& c = configs[i];
     if (!c.src_layer_range) c.src_layer_range = LayerRange{0, num_layers};
@@ -51,9 +54,9 @@ Status validate_transfer(const KvCache& src, std::vector<TransferConfig>& config
                      std::to_string(r.stop) + ") is not inside [0, " + std::to_string(num_layers) +
                      ")");
     }
-    if (c.dst_addrs.size() != 2 * static_cast<size_t>(r.size())) {
-      return invalid(cfg(i) + ": expect " + std::to_string(2 * r.size()) + " dst_addrs, got " +
-                     std::to_string(c.dst_addrs.size()));
+    if (c.dst_addrs.size() != per_layer * static_cast<size_t>(r.size())) {
+      return invalid(cfg(i) + ": expect " + std::to_string(per_layer * r.size()) +
+                     " dst_addrs, got " + std::to_string(c.dst_addrs.size()));
     }
   }
   // kvdist's own checks, beyond the original's Python layer.
@@ -94,7 +97,8 @@ Status validate_transfer(const KvCache& src, std::vector<TransferConfig>& config
 TransferPlan plan_transfer(const KvCache& src, const std::vector<TransferConfig>& configs,
                            const BlockMapping& blocks) {
   TransferPlan plan;
-  plan.num_layers = src.desc.num_tensors / 2;
+  const uint32_t per_layer = src.desc.tensors_per_layer;
+  plan.num_layers = src.desc.num_tensors / per_layer;
   const uint64_t tensor = src.desc.tensor_bytes();
   const bool paged = !blocks.src_block_indices.empty();
   const uint64_t block = tensor / static_cast<uint64_t>(src.desc.shape[0]);
@@ -108,12 +112,13 @@ TransferPlan plan_transfer(const KvCache& src, const std::vector<TransferConfig>
     cp.dst_cluster = c.dst_cluster_id;
     cp.range = *c.src_layer_range;
     cp.dst_addrs = c.dst_addrs;
+    cp.tensors_per_layer = per_layer;
     for (uint32_t layer = cp.range.start; layer < cp.range.stop; ++layer) {
       const uint32_t k = layer - cp.range.start;
       std::vector<PlannedPut> puts;
-      for (uint32_t kv = 0; kv < 2; ++kv) {
-        const uint64_t src_base = src.tensor_addrs[2 * layer + kv];
-        const uint64_t dst_base = c.dst_addrs[2 * k + kv];
+      for (uint32_t kv = 0; kv < per_layer; ++kv) {
+        const uint64_t src_base = src.tensor_addrs[per_layer * layer + kv];
+        const uint64_t dst_base = c.dst_addrs[per_layer * k + kv];
         if (!paged) {
           puts.push_back({src_base + c.src_batch_index * slice, dst_base, slice});
           continue;

@@ -22,8 +22,9 @@ struct ConfigPlan {
   LayerRange range;
   // puts[k]: the puts of layer range.start + k (K tensor first, then V).
   std::vector<std::vector<PlannedPut>> puts;
-  // The K and V destination addresses of each layer (dst_addrs as given).
+  // The destination addresses of each layer's tensors (dst_addrs as given).
   std::vector<uint64_t> dst_addrs;
+  uint32_t tensors_per_layer = 2;
 };
 
 struct TransferPlan {

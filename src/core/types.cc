@@ -31,6 +31,9 @@ size_t data_type_size(DataType type) {
 
 Status CacheDesc::validate() const {
   if (num_tensors == 0) return Status(StatusCode::kParamInvalid, "num_tensors must be > 0");
+  if (tensors_per_layer == 0) {
+    return Status(StatusCode::kParamInvalid, "tensors_per_layer must be > 0");
+  }
   if (shape.empty()) return Status(StatusCode::kParamInvalid, "shape must not be empty");
   for (size_t i = 0; i < shape.size(); ++i) {
     if (shape[i] <= 0) {

@@ -78,9 +78,11 @@ class PySynchronizer : public kvdist::LayerSynchronizer {
 };
 
 kvdist::CacheDesc make_desc(uint32_t num_tensors, const std::vector<int64_t>& shape, int dtype,
-                            int placement, int batch_dim, int seq_dim) {
+                            int placement, int batch_dim, int seq_dim,
+                            uint32_t tensors_per_layer = 2) {
   kvdist::CacheDesc d;
   d.num_tensors = num_tensors;
+  d.tensors_per_layer = tensors_per_layer;
   d.shape = shape;
   d.data_type = static_cast<kvdist::DataType>(dtype);
   d.placement = static_cast<kvdist::Placement>(placement);
@@ -173,13 +175,11 @@ class PyDataDist {
     if (!c.ok()) raise_status(c.status());
     return {c->cache_id, c->tensor_addrs};
   }
-  std::tuple<int64_t, std::vector<uint64_t>> register_cache(uint32_t num_tensors,
-                                                            const std::vector<int64_t>& shape,
-                                                            int dtype,
-                                                            const std::vector<uint64_t>& addrs,
-                                                            bool blocks) {
-    auto d =
-        make_desc(num_tensors, shape, dtype, static_cast<int>(kvdist::Placement::kDevice), 0, -1);
+  std::tuple<int64_t, std::vector<uint64_t>> register_cache(
+      uint32_t num_tensors, const std::vector<int64_t>& shape, int dtype,
+      const std::vector<uint64_t>& addrs, bool blocks, uint32_t tensors_per_layer) {
+    auto d = make_desc(num_tensors, shape, dtype, static_cast<int>(kvdist::Placement::kDevice), 0,
+                       -1, tensors_per_layer);
     kvdist::Result<kvdist::KvCache> c = Status(StatusCode::kFailed, "not run");
     {
       py::gil_scoped_release nogil;
@@ -204,11 +204,12 @@ class PyDataDist {
                              const std::vector<uint64_t>& src_blocks,
                              const std::vector<uint64_t>& dst_blocks,
                              std::optional<uint64_t> dst_block_size,
-                             std::optional<int32_t> sync_timeout_ms, bool unbounded) {
+                             std::optional<int32_t> sync_timeout_ms, bool unbounded, bool exclusive,
+                             uint32_t tensors_per_layer) {
     kvdist::KvCache src;
     src.cache_id = cache_id;
     src.desc = make_desc(num_tensors, shape, dtype, static_cast<int>(kvdist::Placement::kDevice),
-                         batch_dim, -1);
+                         batch_dim, -1, tensors_per_layer);
     src.tensor_addrs = addrs;
     std::vector<kvdist::TransferConfig> cfgs;
     for (const auto& [cluster, dst, start, stop, batch] : configs) {
@@ -226,6 +227,7 @@ class PyDataDist {
     kvdist::TransferOptions options;
     options.sync_timeout_ms = sync_timeout_ms;
     options.unbounded_synchronizer = unbounded;
+    options.exclusive = exclusive;
     auto sync = std::make_shared<PySynchronizer>(std::move(synchronizer));
     kvdist::Result<kvdist::CacheTask> task = Status(StatusCode::kFailed, "not run");
     {
@@ -253,6 +255,28 @@ class PyDataDist {
     return static_cast<int64_t>(manager()->reset_arrivals(c).code());
   }
   uint64_t pool_bytes_in_use() { return manager()->pool_bytes_in_use(); }
+
+  void send_message(uint64_t cluster, const py::bytes& payload) {
+    std::string bytes = payload;
+    Status s;
+    {
+      py::gil_scoped_release nogil;
+      s = dd_->send_message(cluster, bytes);
+    }
+    check(s);
+  }
+  std::vector<std::tuple<uint64_t, py::bytes>> receive_messages(size_t max, int32_t timeout_ms) {
+    std::vector<kvdist::PeerMessage> msgs;
+    {
+      py::gil_scoped_release nogil;
+      msgs = dd_->receive_messages(max, timeout_ms);
+    }
+    std::vector<std::tuple<uint64_t, py::bytes>> out;
+    out.reserve(msgs.size());
+    for (auto& m : msgs) out.emplace_back(m.from_cluster, py::bytes(m.payload));
+    return out;
+  }
+  uint64_t dropped_messages() const { return dd_->dropped_messages(); }
 
  private:
   void init_with(const kvdist::Options& o) {
@@ -374,15 +398,20 @@ PYBIND11_MODULE(_kvdist, m) {
            py::arg("dtype"), py::arg("placement"), py::arg("batch_dim_index"),
            py::arg("seq_len_dim_index"), py::arg("blocks"))
       .def("register", &PyDataDist::register_cache, py::arg("num_tensors"), py::arg("shape"),
-           py::arg("dtype"), py::arg("addrs"), py::arg("blocks"))
+           py::arg("dtype"), py::arg("addrs"), py::arg("blocks"), py::arg("tensors_per_layer") = 2)
       .def("deallocate", &PyDataDist::deallocate, py::arg("cache_id"))
       .def("transfer", &PyDataDist::transfer, py::arg("cache_id"), py::arg("num_tensors"),
            py::arg("shape"), py::arg("dtype"), py::arg("batch_dim_index"), py::arg("addrs"),
            py::arg("synchronizer"), py::arg("configs"), py::arg("src_blocks"),
            py::arg("dst_blocks"), py::arg("dst_block_size"),
-           py::arg("sync_timeout_ms") = py::none(), py::arg("unbounded") = false)
+           py::arg("sync_timeout_ms") = py::none(), py::arg("unbounded") = false,
+           py::arg("exclusive") = false, py::arg("tensors_per_layer") = 2)
       .def("wait_layer", &PyDataDist::wait_layer, py::arg("cache_id"), py::arg("layer"),
            py::arg("timeout_ms"))
       .def("reset_arrivals", &PyDataDist::reset_arrivals, py::arg("cache_id"))
-      .def("pool_bytes_in_use", &PyDataDist::pool_bytes_in_use);
+      .def("pool_bytes_in_use", &PyDataDist::pool_bytes_in_use)
+      .def("send_message", &PyDataDist::send_message, py::arg("cluster_id"), py::arg("payload"))
+      .def("receive_messages", &PyDataDist::receive_messages, py::arg("max_messages"),
+           py::arg("timeout_ms"))
+      .def("dropped_messages", &PyDataDist::dropped_messages);
 }

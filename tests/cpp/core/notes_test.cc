@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "kvdist/data_dist.h"
+
 namespace kvdist::core {
 namespace {
 
@@ -21,6 +23,21 @@ TEST(Notes, RoundTrip) {
   EXPECT_EQ(out.addrs, n.addrs);
 }
 
+TEST(Notes, MessageRoundTripAndOversizeRejected) {
+  Note n;
+  n.kind = Note::Kind::kMessage;
+  n.payload = std::string("req-7\0blocks", 12);
+  Note out;
+  ASSERT_TRUE(decode_note(encode_note(n), &out));
+  EXPECT_EQ(out.kind, Note::Kind::kMessage);
+  EXPECT_EQ(out.payload, n.payload);
+  n.payload.assign(kMaxPeerMessageBytes + 1, 'x');
+  EXPECT_FALSE(decode_note(encode_note(n), &out));
+  std::string bad = encode_note(Note{});
+  bad[0] = 4;  // unknown kind
+  EXPECT_FALSE(decode_note(bad, &out));
+}
+
 TEST(Notes, TruncatedOrPaddedIsRejected) {
   Note n;
   n.addrs = {1, 2};
@@ -34,8 +51,8 @@ TEST(Notes, TruncatedOrPaddedIsRejected) {
 
 TEST(Notes, HugeCountIsRejectedWithoutAllocating) {
   std::string bytes = encode_note(Note{});
-  // Overwrite the address count (last 4 bytes) with 2^32-1.
-  bytes.replace(bytes.size() - 4, 4, std::string(4, '\xff'));
+  // Overwrite the address count (before the empty payload's u32 length) with 2^32-1.
+  bytes.replace(bytes.size() - 8, 4, std::string(4, '\xff'));
   Note out;
   EXPECT_FALSE(decode_note(bytes, &out));
 }

@@ -210,3 +210,49 @@ TEST(PlanTransfer, LargerDestinationBlocksAreNotMerged) {
 
 }  // namespace
 }  // namespace kvdist::core
+
+namespace kvdist::core {
+namespace {
+
+// vLLM's CPU layout: one tensor per layer ([blocks, heads, block_size, 2 * head]).
+TEST(PlanTransfer, OneTensorPerLayerPagedPutsOneRunPerLayer) {
+  KvCache src;
+  src.cache_id = 1;
+  src.desc.num_tensors = 3;
+  src.desc.tensors_per_layer = 1;
+  src.desc.shape = {8, 256};  // 8 blocks of 256 bytes
+  src.desc.data_type = DataType::kUint8;
+  src.is_blocks = true;
+  for (uint32_t t = 0; t < 3; ++t) src.tensor_addrs.push_back(0x100000 * (t + 1));
+  TransferConfig c;
+  c.dst_cluster_id = 2;
+  c.dst_addrs = {0x9000000, 0x9100000, 0x9200000};
+  BlockMapping b;
+  b.src_block_indices = {2, 3, 7};
+  b.dst_block_indices = {5, 6, 0};
+  std::vector<TransferConfig> cfgs{c};
+  ASSERT_TRUE(validate_transfer(src, cfgs, b).ok());
+  TransferPlan plan = plan_transfer(src, cfgs, b);
+  EXPECT_EQ(plan.num_layers, 3u);
+  ASSERT_EQ(plan.configs[0].puts.size(), 3u);
+  const auto& l1 = plan.configs[0].puts[1];
+  ASSERT_EQ(l1.size(), 2u);  // blocks 2,3 -> 5,6 merged; 7 -> 0
+  EXPECT_EQ(l1[0].src, 0x200000u + 2 * 256);
+  EXPECT_EQ(l1[0].dst, 0x9100000u + 5 * 256);
+  EXPECT_EQ(l1[0].len, 512u);
+  EXPECT_EQ(l1[1].src, 0x200000u + 7 * 256);
+  EXPECT_EQ(l1[1].dst, 0x9100000u);
+  EXPECT_EQ(plan.total_bytes, 3u * 3 * 256);
+
+  // Two addresses per layer are one too many here.
+  cfgs[0].dst_addrs.push_back(0x9300000);
+  cfgs[0].src_layer_range.reset();
+  EXPECT_EQ(validate_transfer(src, cfgs, b).code(), StatusCode::kParamInvalid);
+  src.desc.num_tensors = 3;
+  src.desc.tensors_per_layer = 2;  // 3 tensors cannot make layers of 2
+  cfgs[0].dst_addrs.pop_back();
+  EXPECT_EQ(validate_transfer(src, cfgs, b).code(), StatusCode::kParamInvalid);
+}
+
+}  // namespace
+}  // namespace kvdist::core

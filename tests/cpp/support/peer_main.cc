@@ -237,6 +237,19 @@ int main() {
       size_t i = 0;
       in >> i;
       reply(task ? "ok " + task->result_message(i) : "err -1 nothing pushed");
+    } else if (cmd == "send") {
+      uint64_t cluster = 0;
+      in >> cluster;
+      std::string text;
+      std::getline(in >> std::ws, text);
+      kvdist::Status st = dd->send_message(cluster, text);
+      reply(st.ok() ? "ok" : "err " + code_str(st.code()) + " " + st.message());
+    } else if (cmd == "recv") {
+      int32_t timeout = 0;
+      in >> timeout;
+      auto msgs = dd->receive_messages(1, timeout);
+      reply(msgs.empty() ? "err -1 no message"
+                         : "ok " + std::to_string(msgs[0].from_cluster) + " " + msgs[0].payload);
     } else if (cmd == "stats") {
       reply("ok " + std::to_string(kvdist::testing::rss_bytes()) + " " +
             std::to_string(kvdist::testing::open_fds()));

@@ -394,20 +394,82 @@ TEST_F(TransferTest, DecoderWaitsLayerByLayer) {
   EXPECT_EQ(task->synchronize(), StatusCode::kSuccess);
 }
 
-TEST_F(TransferTest, SecondCallWhileRunningIsLinkBusy) {
+TEST_F(TransferTest, SecondExclusiveCallWhileRunningIsLinkBusy) {
   Decoder d(2, port_);
   KvCache src = source(2, {1, 1024});
   RemoteCache dst = destination(d, false, 2, {1, 1024});
+  TransferOptions exclusive;
+  exclusive.exclusive = true;
   auto gate = std::make_shared<GatedSynchronizer>();
-  auto task = cm().transfer_cache_async(src, gate, {TransferConfig{2, dst.addrs, std::nullopt, 0}});
+  auto task = cm().transfer_cache_async(src, gate, {TransferConfig{2, dst.addrs, std::nullopt, 0}},
+                                        {}, exclusive);
   ASSERT_TRUE(task.ok());
-  auto second = cm().transfer_cache_async(src, std::make_shared<Synchronizer>(),
-                                          {TransferConfig{2, dst.addrs, std::nullopt, 0}});
+  auto second =
+      cm().transfer_cache_async(src, std::make_shared<Synchronizer>(),
+                                {TransferConfig{2, dst.addrs, std::nullopt, 0}}, {}, exclusive);
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), StatusCode::kLinkBusy);
   gate->release(0);
   gate->release(1);
   EXPECT_EQ(task->synchronize(), StatusCode::kSuccess);
+}
+
+// Without `exclusive`, tasks overlap: each waits on its own synchronizer, and
+// a later task may finish first. Both land, byte for byte.
+TEST_F(TransferTest, ConcurrentTasksLandIndependently) {
+  Decoder d(2, port_);
+  KvCache a = source(2, {1, 4096});
+  KvCache b = source(2, {1, 4096});
+  fill_pattern(reinterpret_cast<void*>(b.tensor_addrs[0]), 4096, 77);
+  RemoteCache dst_a = destination(d, false, 2, {1, 4096});
+  RemoteCache dst_b = destination(d, false, 2, {1, 4096});
+  auto gate = std::make_shared<GatedSynchronizer>();
+  auto first =
+      cm().transfer_cache_async(a, gate, {TransferConfig{2, dst_a.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(first.ok());
+  auto second = cm().transfer_cache_async(b, std::make_shared<Synchronizer>(),
+                                          {TransferConfig{2, dst_b.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(second.ok()) << second.status().to_string();
+  EXPECT_EQ(second->synchronize(10000), StatusCode::kSuccess);
+  EXPECT_EQ(first->synchronize(0), StatusCode::kWaitProcessTimeout);
+  for (int t = 0; t < 4; ++t) {
+    EXPECT_EQ(d.hash(dst_b.addrs[t], 4096), local_hash(b.tensor_addrs[t], 4096)) << t;
+    EXPECT_EQ(d.hash(dst_a.addrs[t], 4096), canary_hash(4096)) << t;
+  }
+  gate->release(0);
+  gate->release(1);
+  EXPECT_EQ(first->synchronize(10000), StatusCode::kSuccess);
+  for (int t = 0; t < 4; ++t) {
+    EXPECT_EQ(d.hash(dst_a.addrs[t], 4096), local_hash(a.tensor_addrs[t], 4096)) << t;
+  }
+}
+
+// Messages go both ways on a link, in order; unlinked clusters and oversized
+// payloads are refused.
+TEST_F(TransferTest, MessagesBothWaysInOrder) {
+  Decoder d(2, port_);
+  d.proc().ok("send 1 from-decoder-1");
+  d.proc().ok("send 1 from-decoder-2");
+  std::vector<PeerMessage> got;
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (got.size() < 2 && Clock::now() < deadline) {
+    for (auto& m : prompt_->receive_messages(8, 500)) got.push_back(std::move(m));
+  }
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].from_cluster, 2u);
+  EXPECT_EQ(got[0].payload, "from-decoder-1");
+  EXPECT_EQ(got[1].payload, "from-decoder-2");
+  EXPECT_TRUE(prompt_->receive_messages(8, 0).empty());
+
+  ASSERT_TRUE(prompt_->send_message(2, "done req-9").ok());
+  auto r = d.proc().ok("recv 5000");
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_EQ(r[1], "1");
+  EXPECT_EQ(r[2] + " " + r[3], "done req-9");
+
+  EXPECT_EQ(prompt_->send_message(42, "x").code(), StatusCode::kNotYetLink);
+  EXPECT_EQ(prompt_->send_message(2, std::string(kMaxPeerMessageBytes + 1, 'x')).code(),
+            StatusCode::kParamInvalid);
 }
 
 TEST_F(TransferTest, UnlinkedDestinationEndsWithNotYetLink) {
