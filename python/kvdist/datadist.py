@@ -221,9 +221,7 @@ class DataDist:
         cache_id, out = self._native.register(
             len(addrs), list(shape), int(dt), addrs, blocks, tensors_per_layer
         )
-        return Cache(
-            cache_id, shape, dt, list(out), blocks, self, list(tensors), tensors_per_layer
-        )
+        return Cache(cache_id, shape, dt, list(out), blocks, self, list(tensors), tensors_per_layer)
 
     def _free(self, cache: Cache) -> None:
         if self.initialized:
@@ -301,7 +299,9 @@ class DataDist:
     def receive(self, max_messages: int = 64, timeout_ms: int = 0) -> list[tuple[int, bytes]]:
         """Messages received, oldest first, as (sender cluster id, payload);
         waits up to ``timeout_ms`` for the first when none is waiting."""
-        return [(int(c), bytes(p)) for c, p in self._native.receive_messages(max_messages, timeout_ms)]
+        return [
+            (int(c), bytes(p)) for c, p in self._native.receive_messages(max_messages, timeout_ms)
+        ]
 
     @property
     def pool_bytes_in_use(self) -> int:

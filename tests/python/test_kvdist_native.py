@@ -195,3 +195,80 @@ def test_link_errors_and_context_managers() -> None:
     with pytest.raises(kvdist.KvdistError) as err:
         kvdist.DataDist("prompt", 1)  # no listen address
     assert err.value.code == kvdist.StatusCode.PARAM_INVALID
+
+
+def test_transfers_overlap_each_with_its_own_synchronizer(prompt: kvdist.DataDist) -> None:
+    a = prompt.allocate(4, (1, 8, 64), "float16")
+    b = prompt.allocate(4, (1, 8, 64), "float16")
+    fill(a, 3)
+    fill(b, 4)
+    peer_a = Peer(prompt.port, 2, 4, (1, 8, 64), "float16")
+    peer_b = Peer(prompt.port, 3, 4, (1, 8, 64), "float16")
+    try:
+        held = kvdist.LayerEvents()
+        first = prompt.transfer(a, [kvdist.Destination(2, peer_a.addrs)], held)
+        second = prompt.transfer(b, [kvdist.Destination(3, peer_b.addrs)])
+        assert second.wait(10000) == kvdist.StatusCode.SUCCESS
+        assert first.wait(0) == kvdist.StatusCode.WAIT_PROCESS_TIMEOUT
+        held.ready(0)
+        held.ready(1)
+        assert first.wait(10000) == kvdist.StatusCode.SUCCESS
+        for i in range(4):
+            assert np.array_equal(peer_a.read(i), a.tensor(i)), i
+            assert np.array_equal(peer_b.read(i), b.tensor(i)), i
+    finally:
+        peer_a.close()
+        peer_b.close()
+
+
+def test_messages_both_ways_and_refusals(prompt: kvdist.DataDist) -> None:
+    peer = Peer(prompt.port, 2, 2, (1, 64), "uint8")
+    try:
+        assert peer.ask("send", b"want t1") == ("ok", 0)
+        assert peer.ask("send", b"\x00binary\xff") == ("ok", 0)
+        got: list[tuple[int, bytes]] = []
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            got += prompt.receive(8, 500)
+        assert got == [(2, b"want t1"), (2, b"\x00binary\xff")]
+        prompt.send(2, b"done t1")
+        assert peer.ask("receive", 5000) == ("ok", [(1, b"done t1")])
+        with pytest.raises(kvdist.KvdistError) as e:
+            prompt.send(9, b"x")
+        assert e.value.code == kvdist.StatusCode.NOT_YET_LINK
+        with pytest.raises(kvdist.KvdistError) as e:
+            prompt.send(2, b"x" * (60 * 1024 + 1))
+        assert e.value.code == kvdist.StatusCode.PARAM_INVALID
+        assert prompt.receive(8, 0) == []
+    finally:
+        peer.close()
+
+
+def test_one_tensor_per_layer_paged_push(prompt: kvdist.DataDist) -> None:
+    """vLLM's CPU layout: a layer is one tensor [blocks, heads, block, 2 * head]."""
+    layers = [
+        np.random.default_rng(i).integers(0, 255, (8, 2, 4, 16), dtype=np.uint8) for i in range(3)
+    ]
+    src = prompt.register(layers, blocks=True, tensors_per_layer=1)
+    assert src.num_layers == 3
+    peer = Peer(prompt.port, 2, 3, (8, 2, 4, 16), "uint8")
+    try:
+        task = prompt.transfer(
+            src, [kvdist.Destination(2, peer.addrs)], src_blocks=[1, 2, 6], dst_blocks=[4, 5, 0]
+        )
+        assert task.wait(10000) == kvdist.StatusCode.SUCCESS
+        for i in range(3):
+            got = peer.read(i)
+            assert np.array_equal(got[4:6], layers[i][1:3]), i
+            assert np.array_equal(got[0], layers[i][6]), i
+            assert not got[[1, 2, 3, 6, 7]].any(), i  # untouched blocks stay zero
+        with pytest.raises(kvdist.KvdistError) as e:
+            prompt.transfer(
+                src,
+                [kvdist.Destination(2, peer.addrs + [peer.addrs[0]])],
+                src_blocks=[0],
+                dst_blocks=[0],
+            )
+        assert e.value.code == kvdist.StatusCode.PARAM_INVALID
+    finally:
+        peer.close()

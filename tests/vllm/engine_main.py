@@ -1,0 +1,136 @@
+"""One vLLM engine for the connector tests, in its own process.
+
+    python engine_main.py ROLE MODEL_DIR JOB_FILE OUT_FILE [EXTRA_CONFIG_JSON]
+
+ROLE: producer (prefill with a push), consumer (decode with a pull-free
+load), single (no connector). The job file holds {"prompts": [[ids]...],
+"transfer_ids": [...], "max_tokens": n, "prefill": {host, port, cluster_id},
+"concurrent": bool}. The engine starts, writes OUT_FILE.ready, waits for
+OUT_FILE.go, runs the job and writes OUT_FILE: the generated token ids per
+prompt, seconds per phase, and a hash of the model's weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+
+
+def randomize(model, seed: int = 0) -> None:
+    """Same weights in every process, larger than vLLM's dummy ones (which
+    make a model repeat itself whatever the context): normal(0, 0.05) from a
+    seeded generator, norms at 1."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if "norm" in name:
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * 0.05)
+
+
+def weights_hash(model) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def main() -> None:
+    role, model_dir, job_file, out_file = sys.argv[1:5]
+    extra = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from vllm import LLM, SamplingParams
+    from vllm.config import KVTransferConfig
+    from vllm.inputs import TokensPrompt
+
+    with open(job_file) as f:
+        job = json.load(f)
+    kw = {}
+    if role in ("producer", "consumer"):
+        kw["kv_transfer_config"] = KVTransferConfig(
+            kv_connector="KvdistConnector",
+            kv_connector_module_path="kvdist.integrations.vllm",
+            kv_role="kv_producer" if role == "producer" else "kv_consumer",
+            kv_connector_extra_config=extra,
+        )
+    llm = LLM(
+        model=model_dir,
+        load_format="dummy",
+        skip_tokenizer_init=True,
+        enforce_eager=True,
+        dtype=job.get("dtype", "float16"),
+        max_model_len=job.get("max_model_len", 2048),
+        block_size=job.get("block_size", 32),
+        seed=0,
+        kv_cache_memory_bytes=job.get("kv_cache_bytes", 64 << 20),
+        **kw,
+    )
+    core = llm.llm_engine.engine_core.engine_core
+    model = core.model_executor.driver_worker.worker.model_runner.model
+    randomize(model)
+    digest = weights_hash(model)
+
+    open(out_file + ".ready", "w").close()
+    deadline = time.monotonic() + 300
+    while not os.path.exists(out_file + ".go"):
+        if time.monotonic() > deadline:
+            sys.exit("no go within 300 s")
+        time.sleep(0.05)
+
+    prompts = [TokensPrompt(prompt_token_ids=p) for p in job["prompts"]]
+    params = []
+    for tid in job["transfer_ids"]:
+        extra_args = {}
+        max_tokens = job["max_tokens"]
+        if role == "producer":
+            extra_args["kv_transfer_params"] = {"do_remote_decode": True, "transfer_id": tid}
+            max_tokens = 1
+        if role == "consumer":
+            pre = job["prefill"]
+            extra_args["kv_transfer_params"] = {
+                "do_remote_prefill": True,
+                "transfer_id": tid,
+                "remote_host": pre["host"],
+                "remote_port": pre["port"],
+                "remote_cluster_id": pre["cluster_id"],
+            }
+        params.append(
+            SamplingParams(
+                temperature=0.0, max_tokens=max_tokens, ignore_eos=True, extra_args=extra_args
+            )
+        )
+    results = []
+    t0 = time.monotonic()
+    if job.get("concurrent", True):
+        outs = llm.generate(prompts, params, use_tqdm=False)
+        results = [o.outputs[0].token_ids for o in outs]
+        kvp = [o.kv_transfer_params for o in outs]
+    else:
+        kvp = []
+        for p, sp in zip(prompts, params):
+            o = llm.generate([p], [sp], use_tqdm=False)[0]
+            results.append(o.outputs[0].token_ids)
+            kvp.append(o.kv_transfer_params)
+    elapsed = time.monotonic() - t0
+    with open(out_file, "w") as f:
+        json.dump(
+            {
+                "tokens": [list(r) for r in results],
+                "kv_transfer_params": kvp,
+                "elapsed_s": elapsed,
+                "weights": digest,
+            },
+            f,
+        )
+    del llm
+
+
+if __name__ == "__main__":
+    main()
