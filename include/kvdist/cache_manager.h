@@ -46,7 +46,10 @@ class CacheManager {
   // Registers caller-owned memory (num_tensors addresses of tensor_bytes()
   // each) so it can be a source or destination. The caller keeps it alive
   // until deallocate_cache. On UCX 1.13 puts into such memory are emulated
-  // and slower than into allocated caches (docs/transport.md).
+  // and slower than into allocated caches (docs/transport.md). Tensors that
+  // all lie inside one cache from allocate_cache make a view of it instead:
+  // nothing is registered again, writes take the allocation's fast path, and
+  // the allocation is not released before the view.
   Result<KvCache> register_cache(const CacheDesc& desc, const std::vector<uint64_t>& tensor_addrs,
                                  bool is_blocks = false);
   // Returns at once. The cache accepts no new writes from now on; its memory

@@ -129,22 +129,50 @@ Result<KvCache> CacheRegistry::register_user(const CacheDesc& desc,
                                                  std::to_string(desc.num_tensors));
   }
   const uint64_t bytes = desc.tensor_bytes();
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (size_t i = 0; i < addrs.size(); ++i) {
-      if (addrs[i] == 0) {
-        return Status(StatusCode::kParamInvalid, "tensor_addrs[" + std::to_string(i) + "] is null");
-      }
-      if (by_addr_.find(addrs[i], bytes) != nullptr) {
-        return Status(StatusCode::kParamInvalid,
-                      "tensor_addrs[" + std::to_string(i) + "] overlaps a registered cache");
-      }
-    }
-  }
   Entry e;
   e.cache.desc = desc;
   e.cache.is_blocks = is_blocks;
   e.cache.tensor_addrs = addrs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::optional<int64_t> inside;  // the allocated cache holding every tensor
+    for (size_t i = 0; i < addrs.size(); ++i) {
+      if (addrs[i] == 0) {
+        return Status(StatusCode::kParamInvalid, "tensor_addrs[" + std::to_string(i) + "] is null");
+      }
+      const auto* region = by_addr_.find(addrs[i], bytes);
+      if (region == nullptr) continue;
+      const Entry& holder = caches_.at(region->payload);
+      if (!holder.pool_slot || holder.parent || (inside && *inside != region->payload)) {
+        return Status(StatusCode::kParamInvalid,
+                      "tensor_addrs[" + std::to_string(i) + "] overlaps a registered cache");
+      }
+      inside = region->payload;
+    }
+    if (inside) {
+      // A view of memory carved from a kvdist allocation (e.g. vLLM's KV
+      // cache allocated through the connector's pool): the allocation is
+      // already registered and exposed to peers, so nothing is registered
+      // again; the view keeps it alive.
+      for (size_t i = 0; i < addrs.size(); ++i) {
+        const auto* region = by_addr_.find(addrs[i], bytes);
+        if (region == nullptr || region->payload != *inside) {
+          return Status(StatusCode::kParamInvalid, "tensor_addrs[" + std::to_string(i) +
+                                                       "] lies outside the allocation that "
+                                                       "holds the other tensors");
+        }
+      }
+      ++caches_.at(*inside).pins;
+      e.parent = inside;
+      int64_t id = next_id_++;
+      e.cache.cache_id = id;
+      const uint32_t per_layer = desc.tensors_per_layer;
+      e.arrived.assign((desc.num_tensors + per_layer - 1) / per_layer, false);
+      KvCache out = e.cache;
+      caches_.emplace(id, std::move(e));
+      return out;
+    }
+  }
   auto undo = [&] {
     for (uint64_t r : e.regions) transport_->withdraw(r, nullptr);
     for (uint64_t m : e.mem_ids) transport_->unmap_memory(m);
@@ -206,7 +234,15 @@ void CacheRegistry::maybe_release_locked(std::map<int64_t, Entry>::iterator it) 
     segments_[e.pool_slot->first].alloc.free(e.pool_slot->second);
   }
   for (uint64_t m : e.mem_ids) transport_->unmap_memory(m);
+  std::optional<int64_t> parent = e.parent;
   caches_.erase(it);
+  if (parent) {
+    auto p = caches_.find(*parent);
+    if (p != caches_.end()) {
+      --p->second.pins;
+      maybe_release_locked(p);
+    }
+  }
 }
 
 Result<KvCache> CacheRegistry::pin(int64_t cache_id) {

@@ -58,6 +58,9 @@ class CacheRegistry : public std::enable_shared_from_this<CacheRegistry> {
     std::vector<uint64_t> regions;                         // exposed to peers
     std::vector<uint64_t> mem_ids;                         // registered caller memory
     std::optional<std::pair<size_t, uint64_t>> pool_slot;  // segment, offset
+    // A view of an allocated cache's memory (register_user inside it): no
+    // memory or regions of its own; pins the parent while it lives.
+    std::optional<int64_t> parent;
     int pins = 0;
     bool freeing = false;
     size_t withdrawals_left = 0;

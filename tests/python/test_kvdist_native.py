@@ -20,11 +20,17 @@ class Peer:
     """A DECODER child process with its cache addresses."""
 
     def __init__(
-        self, port: int, cluster_id: int, num_tensors: int, shape: tuple[int, ...], dtype: str
+        self,
+        port: int,
+        cluster_id: int,
+        num_tensors: int,
+        shape: tuple[int, ...],
+        dtype: str,
+        view: bool = False,
     ) -> None:
         self.conn, child = CTX.Pipe()
         self.proc = CTX.Process(
-            target=decoder_main, args=(child, port, cluster_id, num_tensors, shape, dtype)
+            target=decoder_main, args=(child, port, cluster_id, num_tensors, shape, dtype, view)
         )
         self.proc.start()
         assert self.conn.poll(30), "decoder did not start"
@@ -272,3 +278,33 @@ def test_one_tensor_per_layer_paged_push(prompt: kvdist.DataDist) -> None:
         assert e.value.code == kvdist.StatusCode.PARAM_INVALID
     finally:
         peer.close()
+
+
+def test_views_of_an_allocation_push_and_receive_in_place(prompt: kvdist.DataDist) -> None:
+    """Tensors carved out of one allocate() are registered as a view (no new
+    registration) on both sides; bytes land where they should; a tensor
+    straddling another cache is refused; the allocation outlives its view."""
+    whole = prompt.allocate(1, (3, 8, 2, 4, 16), "uint8")
+    layers = list(whole.tensor(0))
+    for i, t in enumerate(layers):
+        t[...] = np.random.default_rng(i).integers(0, 255, t.shape, dtype=np.uint8)
+    src = prompt.register(layers, blocks=True, tensors_per_layer=1)
+    other = prompt.allocate(1, (8, 2, 4, 16), "uint8")
+    with pytest.raises(kvdist.KvdistError) as e:
+        prompt.register([layers[0], other.tensor(0)], tensors_per_layer=1)
+    assert e.value.code == kvdist.StatusCode.PARAM_INVALID
+    peer = Peer(prompt.port, 2, 3, (8, 2, 4, 16), "uint8", view=True)
+    try:
+        whole.free()  # deferred: the view still holds it
+        task = prompt.transfer(
+            src, [kvdist.Destination(2, peer.addrs)], src_blocks=[0, 5], dst_blocks=[7, 1]
+        )
+        assert task.wait(10000) == kvdist.StatusCode.SUCCESS
+        for i in range(3):
+            got = peer.read(i)
+            assert np.array_equal(got[7], layers[i][0]), i
+            assert np.array_equal(got[1], layers[i][5]), i
+            assert not got[[0, 2, 3, 4, 5, 6]].any(), i
+    finally:
+        peer.close()
+        src.free()

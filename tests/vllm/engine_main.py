@@ -76,6 +76,11 @@ def main() -> None:
     model = core.model_executor.driver_worker.worker.model_runner.model
     randomize(model)
     digest = weights_hash(model)
+    in_pool = None
+    if role != "single":
+        from vllm.distributed.kv_transfer import get_kv_transfer_group
+
+        in_pool = get_kv_transfer_group()._worker.backing is not None
 
     open(out_file + ".ready", "w").close()
     deadline = time.monotonic() + 300
@@ -126,6 +131,7 @@ def main() -> None:
                 "kv_transfer_params": kvp,
                 "elapsed_s": elapsed,
                 "weights": digest,
+                "kv_in_kvdist_pool": in_pool,
             },
             f,
         )

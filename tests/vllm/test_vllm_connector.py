@@ -35,6 +35,8 @@ def test_greedy_tokens_equal_one_engine_20_prompts_at_once(engines):
     engines.start("single", "single", job, {})
     r = engines.run()
     assert r["prefill"]["weights"] == r["decode"]["weights"] == r["single"]["weights"]
+    # vLLM allocated its KV cache through the connector: the fast path.
+    assert r["prefill"]["kv_in_kvdist_pool"] and r["decode"]["kv_in_kvdist_pool"]
     assert all(
         p == {"transfer_id": f"t{i}", "kvdist_pushed": True}
         for i, p in enumerate(r["prefill"]["kv_transfer_params"])

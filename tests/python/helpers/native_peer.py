@@ -13,6 +13,7 @@ def decoder_main(
     num_tensors: int,
     shape: tuple[int, ...],
     dtype: str,
+    view: bool = False,
 ) -> None:
     """Links to the PROMPT on 127.0.0.1:prompt_port, allocates a cache, sends
     ("addrs", [...]), then answers commands until ("quit",)."""
@@ -20,7 +21,17 @@ def decoder_main(
 
     with kvdist.DataDist("decoder", cluster_id) as dd:
         dd.link(1, "127.0.0.1", prompt_port)
-        cache = dd.allocate(num_tensors, shape, dtype)
+        if view:
+            # Tensors carved out of one kvdist allocation, registered as a view
+            # (how the vLLM connector lets vLLM allocate its KV cache).
+            import numpy as np
+
+            whole = dd.allocate(1, (num_tensors, *shape), dtype)
+            cache = dd.register(list(whole.tensor(0)), tensors_per_layer=1)
+            assert [int(t.ctypes.data) for t in whole.tensor(0)] == cache.addrs
+            assert np.shares_memory(whole.tensor(0), cache.tensor(0))
+        else:
+            cache = dd.allocate(num_tensors, shape, dtype)
         for i in range(num_tensors):
             cache.tensor(i)[...] = 0
         conn.send(("addrs", cache.addrs))

@@ -43,6 +43,16 @@ log = logging.getLogger("kvdist.vllm")
 _DEFAULT_CLUSTER = random.SystemRandom().randrange(2, 1 << 62)
 
 
+def _log_like_vllm() -> None:
+    """kvdist's log lines where vLLM's go, at vLLM's level."""
+    ours, theirs = logging.getLogger("kvdist"), logging.getLogger("vllm")
+    if not ours.handlers and theirs.handlers:
+        for h in theirs.handlers:
+            ours.addHandler(h)
+        ours.setLevel(theirs.level)
+        ours.propagate = False
+
+
 class KvdistConnector(KVConnectorBase_V1):
     def __init__(
         self,
@@ -51,6 +61,7 @@ class KvdistConnector(KVConnectorBase_V1):
         kv_cache_config: Optional[KVCacheConfig] = None,
     ) -> None:
         super().__init__(vllm_config, role, kv_cache_config)
+        _log_like_vllm()
         ktc = vllm_config.kv_transfer_config
         producer = ktc.kv_role == "kv_producer"
         if ktc.kv_role not in ("kv_producer", "kv_consumer"):
@@ -74,6 +85,9 @@ class KvdistConnector(KVConnectorBase_V1):
         return self._kv_transfer_config.is_kv_producer
 
     # ---- worker -------------------------------------------------------------
+
+    def get_mem_pool_context(self):
+        return self._worker.allocation_context() if self._worker else None
 
     def register_kv_caches(self, kv_caches: dict[str, torch.Tensor]) -> None:
         self._worker.register_kv_caches(kv_caches)

@@ -99,6 +99,8 @@ class ConnectorOptions:
     without a push. load_timeout_s: how long a decoder waits for a cache
     before failing the request's load (vLLM's kv_load_failure_policy then
     decides). transfer_timeout_ms: kvdist's deadline for one layer's writes.
+    kv_in_kvdist_pool: let vLLM allocate its KV cache from kvdist's pool
+    (the fast path; False registers vLLM's own memory, for comparison).
     """
 
     cluster_id: int
@@ -107,6 +109,7 @@ class ConnectorOptions:
     load_timeout_s: float = 30.0
     transfer_timeout_ms: int = 10000
     link_timeout_ms: int = 3000
+    kv_in_kvdist_pool: bool = True
 
     @staticmethod
     def parse(extra: Optional[dict[str, Any]], default_cluster_id: int) -> ConnectorOptions:

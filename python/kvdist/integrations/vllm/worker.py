@@ -1,7 +1,12 @@
 """The worker side of KvdistConnector (one per model runner).
 
-Both roles register vLLM's own KV tensors with kvdist (no copy) and talk
-over one kvdist link per prefiller/decoder pair.
+Both roles let vLLM allocate its KV cache from kvdist's pool (vLLM's
+``get_mem_pool_context`` hook: the one backing buffer vLLM allocates comes
+from kvdist's shared memory), then register vLLM's per-layer tensors as
+views of it, no copy; writes into them take kvdist's fastest same-host path
+(docs/vllm.md). Where vLLM allocated the cache itself, its tensors are
+registered in place (a slower path on UCX 1.13). Both talk over one kvdist
+link per prefiller/decoder pair.
 
 Prefiller: each forward's pushes start at the first ``save_kv_layer`` call;
 every later call releases that layer to all of them (``LayerEvents``), so
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
@@ -48,6 +54,33 @@ def _layout(tensors: list[Any]) -> tuple[list[Any], int]:
     if first.dim() == 5 and first.shape[0] == 2:
         return [kv for t in tensors for kv in (t[0], t[1])], 2
     return list(tensors), 1
+
+
+class _AllocateFromKvdist:
+    """While vLLM allocates its KV cache: the backing buffer it asks for
+    (``torch.zeros(n, dtype=torch.int8)`` on the CPU) comes from kvdist's
+    pool. Anything else passes through."""
+
+    def __new__(cls, worker: WorkerSide) -> AbstractContextManager:
+        import torch
+        from torch.overrides import TorchFunctionMode
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+                kwargs = kwargs or {}
+                if (
+                    func is torch.zeros
+                    and worker.backing is None
+                    and len(args) == 1
+                    and isinstance(args[0], int)
+                    and kwargs.get("dtype") == torch.int8
+                    and torch.device(kwargs.get("device") or "cpu").type == "cpu"
+                    and set(kwargs) <= {"dtype", "device"}
+                ):
+                    return worker.allocate_backing(args[0])
+                return func(*args, **kwargs)
+
+        return Mode()
 
 
 @dataclass
@@ -81,6 +114,7 @@ class WorkerSide:
         self.cache: Optional[kvdist.Cache] = None
         self.layer_index: dict[str, int] = {}
         self.block_bytes = 0
+        self.backing: Optional[kvdist.Cache] = None  # vLLM's KV memory, if ours
         # Prefiller.
         self._wants: dict[str, tuple[Want, int, float]] = {}  # id -> want, sender, arrival
         self._new_wants: set[str] = set()
@@ -93,36 +127,62 @@ class WorkerSide:
 
     # ---- set-up -------------------------------------------------------------
 
+    def _start(self, pool_bytes: int = 1 << 30) -> kvdist.DataDist:
+        if self.dd is None:
+            o = self.opts
+            self.dd = kvdist.DataDist(
+                "prompt" if self.producer else "decoder",
+                o.cluster_id,
+                listen=o.listen if self.producer else "",
+                transfer_timeout_ms=o.transfer_timeout_ms,
+                pool_bytes=pool_bytes,
+            )
+        return self.dd
+
+    def allocation_context(self) -> Optional[AbstractContextManager]:
+        return _AllocateFromKvdist(self) if self.opts.kv_in_kvdist_pool else None
+
+    def allocate_backing(self, nbytes: int) -> Any:
+        """vLLM's KV cache memory, from kvdist's pool, zeroed, as an int8 tensor."""
+        import torch
+
+        self.backing = self._start(pool_bytes=nbytes + (64 << 20)).allocate(1, (nbytes,), "uint8")
+        buf = torch.from_numpy(self.backing.tensor(0)).view(torch.int8)
+        buf.zero_()
+        return buf
+
     def register_kv_caches(self, kv_caches: dict[str, Any]) -> None:
         names = list(kv_caches)
         tensors, per_layer = _layout([kv_caches[n] for n in names])
         self.layer_index = {n: i for i, n in enumerate(names)}
-        o = self.opts
-        if self.producer:
-            self.dd = kvdist.DataDist(
-                "prompt", o.cluster_id, listen=o.listen, transfer_timeout_ms=o.transfer_timeout_ms
-            )
-        else:
-            self.dd = kvdist.DataDist(
-                "decoder", o.cluster_id, transfer_timeout_ms=o.transfer_timeout_ms
-            )
-        self.cache = self.dd.register(tensors, blocks=True, tensors_per_layer=per_layer)
+        self.cache = self._start().register(tensors, blocks=True, tensors_per_layer=per_layer)
         self.block_bytes = self.cache.tensor_bytes // self.cache.shape[0]
         log.info(
-            "kvdist %s cluster %d: %d layers, %d blocks of %d bytes per tensor, registered in place",
+            "kvdist %s cluster %d: %d layers, %d blocks of %d bytes per tensor, %s",
             "prefiller" if self.producer else "decoder",
-            o.cluster_id,
+            self.opts.cluster_id,
             len(names),
             self.cache.shape[0],
             self.block_bytes,
+            "in kvdist's pool" if self.backing is not None else "vLLM's memory registered in place",
         )
 
     def shutdown(self) -> None:
         if self._events is not None:
             self._events.abort()
         if self.dd is not None:
-            self.dd.close()
-            self.dd = None
+            for t in [t for out in self._out.values() for t in out.tasks]:
+                t.cancel()
+            for cluster in self.dd.linked:
+                try:
+                    self.dd.unlink(cluster)
+                except kvdist.KvdistError:
+                    pass
+            if self.backing is None:
+                self.dd.close()
+                self.dd = None
+            # else: vLLM's tensors live in kvdist's memory and may outlive
+            # this call; the memory goes with the process.
 
     # ---- prefiller ----------------------------------------------------------
 
