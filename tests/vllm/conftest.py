@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+from kvdist.integrations.vllm.tiny_model import write_tiny_llama
 
-from tiny_model import write_tiny_llama
+HERE = Path(__file__).resolve().parent
 
 READY_S = 240  # engine start-up; three engines share two cores
 RUN_S = 240

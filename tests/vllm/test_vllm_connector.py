@@ -54,7 +54,7 @@ def test_decoder_continues_from_the_pushed_cache_not_its_own(engines):
     (it recomputes only the last token, equal in both); one that computed
     the prompt itself would continue Y."""
     xs = prompts(6, 64, 300, seed=11)
-    ys = [[(x[0] % 499) + 1] + x[1:] for x in xs]
+    ys = [[x[0] % 499 + 1, *x[1:]] for x in xs]
     port = free_port()
     engines.start(
         "prefill", "producer", disagg_job(xs, port), dict(PREFILL, listen=f"127.0.0.1:{port}")

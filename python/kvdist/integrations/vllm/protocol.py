@@ -19,10 +19,10 @@ from typing import Any, Optional, Union
 __all__ = [
     "Cancel",
     "ConnectorOptions",
+    "DecodeParams",
     "Done",
     "ParamsError",
     "PrefillParams",
-    "DecodeParams",
     "Want",
     "decode_message",
 ]

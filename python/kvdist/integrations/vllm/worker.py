@@ -22,6 +22,7 @@ passes (after asking the prefiller to cancel and confirm).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from contextlib import AbstractContextManager
@@ -66,7 +67,7 @@ class _AllocateFromKvdist:
         from torch.overrides import TorchFunctionMode
 
         class Mode(TorchFunctionMode):
-            def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            def __torch_function__(self, func, types, args=(), kwargs=None):
                 kwargs = kwargs or {}
                 if (
                     func is torch.zeros
@@ -174,10 +175,8 @@ class WorkerSide:
             for t in [t for out in self._out.values() for t in out.tasks]:
                 t.cancel()
             for cluster in self.dd.linked:
-                try:
+                with contextlib.suppress(kvdist.KvdistError):
                     self.dd.unlink(cluster)
-                except kvdist.KvdistError:
-                    pass
             if self.backing is None:
                 self.dd.close()
                 self.dd = None
