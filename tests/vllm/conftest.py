@@ -61,11 +61,13 @@ class Engines:
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.procs[name] = (p, out)
 
-    def _wait(self, suffix: str, timeout: float) -> None:
+    def _wait(self, suffix: str, timeout: float, crash: frozenset = frozenset()) -> None:
         deadline = time.monotonic() + timeout
         for name, (p, out) in self.procs.items():
             path = Path(str(out) + suffix)
             while not path.exists():
+                if p.poll() is not None and name in crash:
+                    break
                 if p.poll() is not None:
                     pytest.fail(f"engine {name} exited {p.returncode}:\n{self.log_tail(name)}")
                 if time.monotonic() > deadline:
@@ -74,15 +76,22 @@ class Engines:
                     )
                 time.sleep(0.1)
 
-    def run(self) -> dict[str, dict[str, Any]]:
+    def run(self, crash: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+        """Results per engine; the engines named in ``crash`` must instead
+        die (exit code 3, the fault hooks' own) and get {"exit": code}."""
         self._wait(".ready", READY_S)
         for _, out in self.procs.values():
             Path(str(out) + ".go").touch()
-        self._wait("", RUN_S)
+        self.started = time.monotonic()
+        self._wait("", RUN_S, frozenset(crash))
         results = {}
         for name, (p, out) in self.procs.items():
-            p.wait(timeout=60)
-            results[name] = json.loads(out.read_text())
+            p.wait(timeout=120)
+            if name in crash:
+                assert p.returncode == 3, f"{name} exited {p.returncode}\n{self.log_tail(name)}"
+                results[name] = {"exit": p.returncode}
+            else:
+                results[name] = json.loads(out.read_text())
         return results
 
     def log_tail(self, name: str, lines: int = 40) -> str:

@@ -2,12 +2,14 @@
 
     python engine_main.py ROLE MODEL_DIR JOB_FILE OUT_FILE [EXTRA_CONFIG_JSON]
 
-ROLE: producer (prefill with a push), consumer (decode with a pull-free
-load), single (no connector). The job file holds {"prompts": [[ids]...],
+ROLE: producer (prefill with a push), consumer (decode, its cache pushed to
+it), single (no connector). The job file holds {"prompts": [[ids]...],
 "transfer_ids": [...], "max_tokens": n, "prefill": {host, port, cluster_id},
-"concurrent": bool}. The engine starts, writes OUT_FILE.ready, waits for
-OUT_FILE.go, runs the job and writes OUT_FILE: the generated token ids per
-prompt, seconds per phase, and a hash of the model's weights.
+"concurrent": bool} and optionally faults to inject (see install_faults) and
+"overrides": {index: {kv_transfer_params changes}}. The engine starts, writes
+OUT_FILE.ready, waits for OUT_FILE.go, runs the job and writes OUT_FILE: the
+generated token ids per prompt, seconds, a hash of the model's weights, and
+the share of KV blocks still held once the engine has settled.
 """
 
 from __future__ import annotations
@@ -34,6 +36,58 @@ def randomize(model, seed: int = 0) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * 0.05)
 
 
+def install_faults(job: dict) -> None:
+    """Real crashes and bad inputs at chosen points of the connector:
+    crash_after_want: a decoder exits 0.1 s after asking for its first cache;
+    slow_layer_s: a prefiller's layer 1 takes that long (a slow model);
+    crash_at_layer: a prefiller exits while saving that layer of its first push;
+    corrupt_blocks: the wants of these transfer ids carry block ids far
+    outside the decoder's cache (what a stale or hostile peer might send).
+    """
+    import dataclasses
+
+    from kvdist.integrations.vllm import protocol, worker as w
+
+    start_load, save_layer = w.WorkerSide.start_load_kv, w.WorkerSide.save_kv_layer
+    corrupt = set(job.get("corrupt_blocks", []))
+
+    encode = protocol.Want.encode
+
+    def corrupt_encode(self):
+        if self.id in corrupt:
+            self = dataclasses.replace(self, blocks=[b + 10_000_000 for b in self.blocks])
+        return encode(self)
+
+    def start_load_kv(self, meta):
+        start_load(self, meta)
+        if job.get("crash_after_want") and meta.loads:
+            time.sleep(0.1)  # the want leaves on kvdist's progress thread
+            os._exit(3)
+
+    def save_kv_layer(self, layer_name, meta):
+        idx = self.layer_index.get(layer_name)
+        if job.get("crash_at_layer") is not None and idx == job["crash_at_layer"]:
+            os._exit(3)
+        save_layer(self, layer_name, meta)
+        if idx == 1 and job.get("slow_layer_s"):
+            time.sleep(job["slow_layer_s"])
+
+    protocol.Want.encode = corrupt_encode
+    w.WorkerSide.start_load_kv = start_load_kv
+    w.WorkerSide.save_kv_layer = save_kv_layer
+
+
+def settle(llm, timeout: float = 60.0) -> float:
+    """Steps the engine until no KV block is held (pushes finished, blocks
+    freed) or the timeout; returns the share still held."""
+    core = llm.llm_engine.engine_core.engine_core
+    deadline = time.monotonic() + timeout
+    while core.scheduler.kv_cache_manager.usage > 0 and time.monotonic() < deadline:
+        llm.llm_engine.step()
+        time.sleep(0.01)
+    return core.scheduler.kv_cache_manager.usage
+
+
 def weights_hash(model) -> str:
     h = hashlib.sha256()
     for name, p in sorted(model.state_dict().items()):
@@ -54,11 +108,13 @@ def main() -> None:
         job = json.load(f)
     kw = {}
     if role in ("producer", "consumer"):
+        install_faults(job)
         kw["kv_transfer_config"] = KVTransferConfig(
             kv_connector="KvdistConnector",
             kv_connector_module_path="kvdist.integrations.vllm",
             kv_role="kv_producer" if role == "producer" else "kv_consumer",
             kv_connector_extra_config=extra,
+            kv_load_failure_policy=job.get("kv_load_failure_policy", "fail"),
         )
     llm = LLM(
         model=model_dir,
@@ -91,7 +147,7 @@ def main() -> None:
 
     prompts = [TokensPrompt(prompt_token_ids=p) for p in job["prompts"]]
     params = []
-    for tid in job["transfer_ids"]:
+    for i, tid in enumerate(job["transfer_ids"]):
         extra_args = {}
         max_tokens = job["max_tokens"]
         if role == "producer":
@@ -106,12 +162,18 @@ def main() -> None:
                 "remote_port": pre["port"],
                 "remote_cluster_id": pre["cluster_id"],
             }
+        for key, value in job.get("overrides", {}).get(str(i), {}).items():
+            if value is None:
+                extra_args["kv_transfer_params"].pop(key, None)
+            else:
+                extra_args["kv_transfer_params"][key] = value
         params.append(
             SamplingParams(
                 temperature=0.0, max_tokens=max_tokens, ignore_eos=True, extra_args=extra_args
             )
         )
     results = []
+    outs = []
     t0 = time.monotonic()
     if job.get("concurrent", True):
         outs = llm.generate(prompts, params, use_tqdm=False)
@@ -121,9 +183,11 @@ def main() -> None:
         kvp = []
         for p, sp in zip(prompts, params):
             o = llm.generate([p], [sp], use_tqdm=False)[0]
+            outs.append(o)
             results.append(o.outputs[0].token_ids)
             kvp.append(o.kv_transfer_params)
     elapsed = time.monotonic() - t0
+    held = settle(llm) if role != "single" else 0.0
     with open(out_file, "w") as f:
         json.dump(
             {
@@ -132,6 +196,8 @@ def main() -> None:
                 "elapsed_s": elapsed,
                 "weights": digest,
                 "kv_in_kvdist_pool": in_pool,
+                "blocks_held_after": held,
+                "finish_reasons": [o.outputs[0].finish_reason for o in outs] if outs else [],
             },
             f,
         )

@@ -99,6 +99,8 @@ class ConnectorOptions:
     without a push. load_timeout_s: how long a decoder waits for a cache
     before failing the request's load (vLLM's kv_load_failure_policy then
     decides). transfer_timeout_ms: kvdist's deadline for one layer's writes.
+    layer_timeout_ms: how long a push waits for the model to write its next
+    layer (a forward that dies mid-way fails its pushes then).
     kv_in_kvdist_pool: let vLLM allocate its KV cache from kvdist's pool
     (the fast path; False registers vLLM's own memory, for comparison).
     """
@@ -110,6 +112,7 @@ class ConnectorOptions:
     transfer_timeout_ms: int = 10000
     link_timeout_ms: int = 3000
     kv_in_kvdist_pool: bool = True
+    layer_timeout_ms: int = 60000
 
     @staticmethod
     def parse(extra: Optional[dict[str, Any]], default_cluster_id: int) -> ConnectorOptions:

@@ -136,6 +136,7 @@ class WorkerSide:
                 o.cluster_id,
                 listen=o.listen if self.producer else "",
                 transfer_timeout_ms=o.transfer_timeout_ms,
+                sync_timeout_ms=o.layer_timeout_ms,
                 pool_bytes=pool_bytes,
             )
         return self.dd
