@@ -74,6 +74,9 @@ def test_prefill_params_and_options() -> None:
         ConnectorOptions.parse({"lisen": "x"}, 1)
     with pytest.raises(ParamsError, match="cluster_id"):
         ConnectorOptions.parse({"cluster_id": "2"}, 1)
+    assert ConnectorOptions.parse({"push": "after_forward"}, 1).push == "after_forward"
+    with pytest.raises(ParamsError, match="push"):
+        ConnectorOptions.parse({"push": "later"}, 1)
 
 
 def test_messages_round_trip_and_garbage_is_ignored() -> None:

@@ -101,6 +101,8 @@ class ConnectorOptions:
     decides). transfer_timeout_ms: kvdist's deadline for one layer's writes.
     layer_timeout_ms: how long a push waits for the model to write its next
     layer (a forward that dies mid-way fails its pushes then).
+    push: "layerwise" (each layer as soon as it is written) or "after_forward"
+    (everything once the forward pass is over; for comparison).
     kv_in_kvdist_pool: let vLLM allocate its KV cache from kvdist's pool
     (the fast path; False registers vLLM's own memory, for comparison).
     """
@@ -113,6 +115,7 @@ class ConnectorOptions:
     link_timeout_ms: int = 3000
     kv_in_kvdist_pool: bool = True
     layer_timeout_ms: int = 60000
+    push: str = "layerwise"
 
     @staticmethod
     def parse(extra: Optional[dict[str, Any]], default_cluster_id: int) -> ConnectorOptions:
@@ -125,6 +128,10 @@ class ConnectorOptions:
         opts = ConnectorOptions(**extra)
         if isinstance(opts.cluster_id, bool) or not isinstance(opts.cluster_id, int):
             raise ParamsError("kv_connector_extra_config: 'cluster_id' must be an integer")
+        if opts.push not in ("layerwise", "after_forward"):
+            raise ParamsError(
+                "kv_connector_extra_config: 'push' must be layerwise or after_forward"
+            )
         return opts
 
 

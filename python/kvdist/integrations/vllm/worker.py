@@ -188,15 +188,15 @@ class WorkerSide:
 
     def save_kv_layer(self, layer_name: str, meta: KvdistMetadata) -> None:
         idx = self.layer_index.get(layer_name)
-        if idx is None:
+        if idx is None or self.opts.push == "after_forward":
             return
         if self._events is None:
             self._start_pushes(meta)
         self._events.ready(idx)
 
     def wait_for_save(self, meta: Optional[KvdistMetadata]) -> None:
-        # A forward that wrote KV without our per-layer hooks: everything is
-        # written by now, push it all.
+        # Pushing after the forward (push="after_forward"), or a forward that
+        # wrote KV without our per-layer hooks: everything is written by now.
         if self._events is None and meta is not None and meta.pushes:
             self._start_pushes(meta)
             for i in range(len(self.layer_index)):
