@@ -36,6 +36,9 @@ def randomize(model, seed: int = 0) -> None:
                 p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * 0.05)
 
 
+FIRST_BLOCKS: list[int] = []  # first_block of every want this decoder sent
+
+
 def install_faults(job: dict) -> None:
     """Real crashes and bad inputs at chosen points of the connector:
     crash_after_want: a decoder exits 0.1 s after asking for its first cache;
@@ -54,6 +57,7 @@ def install_faults(job: dict) -> None:
     encode = protocol.Want.encode
 
     def corrupt_encode(self):
+        FIRST_BLOCKS.append(self.first_block)
         if self.id in corrupt:
             self = dataclasses.replace(self, blocks=[b + 10_000_000 for b in self.blocks])
         return encode(self)
@@ -188,6 +192,7 @@ def main() -> None:
             kvp.append(o.kv_transfer_params)
     elapsed = time.monotonic() - t0
     held = settle(llm) if role != "single" else 0.0
+    prefix_hits = sum(bool(o.num_cached_tokens) for o in outs)
     with open(out_file, "w") as f:
         json.dump(
             {
@@ -197,6 +202,8 @@ def main() -> None:
                 "weights": digest,
                 "kv_in_kvdist_pool": in_pool,
                 "blocks_held_after": held,
+                "prefix_hits": prefix_hits,
+                "want_first_blocks": FIRST_BLOCKS,
                 "finish_reasons": [o.outputs[0].finish_reason for o in outs] if outs else [],
             },
             f,

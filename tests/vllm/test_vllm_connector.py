@@ -67,3 +67,27 @@ def test_decoder_continues_from_the_pushed_cache_not_its_own(engines):
     assert len(distinct) >= 3, "the control needs prompts whose continuations differ"
     for i in distinct:
         assert r["decode"]["tokens"][i] == x_tokens[i], f"prompt {i}"
+
+
+def test_prefix_cache_hits_on_either_side(engines):
+    """The prefiller first serves a local request (no push) that fills its
+    prefix cache; then two pushed requests share 640 and 320 of its tokens.
+    The prefiller computes only their tails but must push the whole prompts
+    (its cached blocks too: the decoder has never seen them); the decoder,
+    which has the first pushed prompt by then, asks for the second only from
+    the first block its own prefix cache lacks."""
+    base = prompts(1, 700, 700, seed=51)[0]
+    tail = prompts(2, 40, 90, seed=52)
+    ps = [base[:640] + tail[0], base[:320] + tail[1]]
+    port = free_port()
+    pre = disagg_job([base, *ps], port, concurrent=False)
+    pre["transfer_ids"] = ["local", "t0", "t1"]
+    pre["overrides"] = {"0": {"do_remote_decode": None}}
+    engines.start("prefill", "producer", pre, dict(PREFILL, listen=f"127.0.0.1:{port}"))
+    engines.start("decode", "consumer", disagg_job(ps, port, concurrent=False), DECODE)
+    engines.start("single", "single", disagg_job(ps, port), {})
+    r = engines.run()
+    assert r["decode"]["tokens"] == r["single"]["tokens"]
+    assert r["prefill"]["prefix_hits"] == 2  # the prefiller computed only tails
+    # 320 tokens = 10 blocks of 32 of the second prompt were in the decoder's cache.
+    assert r["decode"]["want_first_blocks"] == [0, 10]

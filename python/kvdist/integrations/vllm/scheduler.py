@@ -107,7 +107,9 @@ class SchedulerSide:
             push = self._pushes.get(d.req_id)
             if push is not None:
                 push.blocks = list(d.block_ids[0])
-                self._plan(meta, d.req_id, push, d.num_computed_tokens, out)
+                # From block 0: blocks from our own prefix cache were not
+                # computed in this step but the decoder needs them too.
+                self._plan(meta, d.req_id, push, d.num_computed_tokens, out, first_token=0)
         cached = out.scheduled_cached_reqs
         for i, req_id in enumerate(cached.req_ids):
             push = self._pushes.get(req_id)
@@ -177,15 +179,23 @@ class SchedulerSide:
         return 0
 
     def _plan(
-        self, meta: KvdistMetadata, req_id: str, push: _Push, computed: int, out: SchedulerOutput
+        self,
+        meta: KvdistMetadata,
+        req_id: str,
+        push: _Push,
+        computed: int,
+        out: SchedulerOutput,
+        first_token: Optional[int] = None,
     ) -> None:
+        """Pushes the blocks this step writes (tokens computed..end), from
+        first_token's block if given."""
         n = push.num_prompt_tokens
         if computed >= n or push.done_prefill:
             return
         end = min(n, computed + out.num_scheduled_tokens.get(req_id, 0))
         if end <= computed:
             return
-        first = computed // self.block_size
+        first = (computed if first_token is None else first_token) // self.block_size
         stop = -(-end // self.block_size)
         push.done_prefill = end >= n
         meta.pushes.append(
