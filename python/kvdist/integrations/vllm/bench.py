@@ -37,8 +37,7 @@ def _nixl(servers: Servers, base: int) -> Request:
     pp, dp = base, base + 1
     ktc = {"kv_connector": "NixlConnector", "kv_role": "kv_both", "kv_buffer_device": "cpu"}
     for name, port, side in (("prefill", pp, base + 10), ("decode", dp, base + 11)):
-        env = dict(os.environ, VLLM_NIXL_SIDE_CHANNEL_PORT=str(side))
-        servers.start(name, port, ktc, env)
+        servers.start(name, port, ktc, {"VLLM_NIXL_SIDE_CHANNEL_PORT": str(side)})
     servers.wait_healthy()
 
     def request(prompt: list[int], max_tokens: int) -> tuple[float, float, list[int]]:
@@ -82,12 +81,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     prompts = {n: [[rng.randrange(1, 500) for _ in range(n)] for _ in range(args.reps)]
                for n in lengths}  # fmt: skip
     out: dict[str, Any] = {"config": vars(args), "logs": str(work), "systems": {}}
+    server_env = dict(kv.split("=", 1) for kv in args.server_env)
     for k, system in enumerate(args.systems.split(",")):
         sub = work / system
         sub.mkdir()
         print(f"{system}: starting (logs in {sub})", flush=True)
         rows = []
-        with Servers(model, sub, args.dtype) as servers:
+        with Servers(model, sub, args.dtype, env=server_env) as servers:
             request = start(system, servers, args.base_port + 20 * k)
             for _ in range(2):
                 request([rng.randrange(1, 500) for _ in range(64)], 2)  # warm-up
@@ -130,8 +130,9 @@ def plot(result: dict[str, Any], path: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     cfg = result["config"]
+    env = " ".join(cfg["server_env"]) or "default server environment"
     fig.suptitle(f"vLLM on this host, tiny Llama ({cfg['layers']} layers, {cfg['dtype']}), "
-                 f"{cfg['max_tokens']} new tokens")  # fmt: skip
+                 f"{cfg['max_tokens']} new tokens; {env}")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -145,6 +146,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--layers", type=int, default=16)
     p.add_argument("--dtype", default="float16")
     p.add_argument("--base-port", type=int, default=8300)
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="environment of every vLLM server, e.g. VLLM_CPU_OMP_THREADS_BIND=0 (repeatable)",
+    )
     p.add_argument("--json", default="vllm-bench.json")
     p.add_argument("--plot", default="vllm-bench.png")
     args = p.parse_args(argv)

@@ -112,7 +112,8 @@ class KvdistConnector(KVConnectorBase_V1):
             self._worker.wait_for_save(self._meta() if self.has_connector_metadata() else None)
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[set[str], set[str]]:
-        sending, recving = self._worker.get_finished(finished_req_ids)
+        wait_ms = self._meta().idle_wait_ms if self.has_connector_metadata() else 0
+        sending, recving = self._worker.get_finished(finished_req_ids, wait_ms)
         return sending or None, recving or None
 
     def get_block_ids_with_load_errors(self) -> set[int]:

@@ -44,6 +44,11 @@ class KvdistMetadata(KVConnectorMetadata):
     # Prefiller: (request id, transfer id) whose push is abandoned (preempted,
     # aborted before its prompt was complete).
     abandoned: list[tuple[str, str]] = field(default_factory=list)
+    # The engine has nothing to compute this step and keeps stepping only
+    # for us: the worker waits up to this long for a message (a want, a
+    # done) instead of letting the engine loop spin on the CPU the model
+    # needs (two engines share the cores of one host).
+    idle_wait_ms: int = 0
 
 
 @dataclass

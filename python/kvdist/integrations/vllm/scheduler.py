@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kvdist.vllm")
 
+IDLE_WAIT_MS = 20
+
 
 @dataclass
 class _Push:
@@ -61,6 +63,7 @@ class SchedulerSide:
         self._unfreed: set[str] = set()  # finished requests whose blocks we keep
         # Decoder.
         self._loads: list[LoadSpec] = []
+        self._loading: set[str] = set()  # req ids whose cache has not arrived
 
     # ---- both ---------------------------------------------------------------
 
@@ -94,6 +97,7 @@ class SchedulerSide:
         needed = -(-n // self.block_size)
         ids = list(blocks.get_block_ids()[0])
         self._loads.append(LoadSpec(request.request_id, params, ids[first:needed], first, n))
+        self._loading.add(request.request_id)
         # Load once: a request that comes back (preempted) computes locally.
         request.kv_transfer_params = dict(request.kv_transfer_params or {})
         request.kv_transfer_params["do_remote_prefill"] = False
@@ -101,6 +105,11 @@ class SchedulerSide:
     def build_connector_meta(self, out: SchedulerOutput) -> KvdistMetadata:
         meta = KvdistMetadata(loads=self._loads, abandoned=self._abandoned)
         self._loads, self._abandoned = [], []
+        if out.total_num_scheduled_tokens == 0:
+            if self._held_since or self._loading:
+                meta.idle_wait_ms = IDLE_WAIT_MS  # a message ends the wait
+            elif self._unfreed or meta.abandoned:
+                meta.idle_wait_ms = 1  # pushes finish without a message here
         if not self.producer:
             return meta
         for d in out.scheduled_new_reqs:
@@ -144,6 +153,7 @@ class SchedulerSide:
             self._wants |= meta.wants
         for req_id in output.finished_sending or ():
             self._unfreed.discard(req_id)
+        self._loading.difference_update(output.finished_recving or ())
 
     def has_pending_push_work(self) -> bool:
         return bool(self._unfreed or self._pushes or self._abandoned)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,13 +19,22 @@ from typing import Any, Optional
 class Servers:
     """Started vLLM servers; a context manager that stops them all."""
 
-    def __init__(self, model: str, work: Path, dtype: str = "float16", kv_cache_mib: int = 256):
+    def __init__(
+        self,
+        model: str,
+        work: Path,
+        dtype: str = "float16",
+        kv_cache_mib: int = 256,
+        env: Optional[dict[str, str]] = None,
+    ):
         self.model, self.work, self.dtype, self.kv_cache_mib = model, work, dtype, kv_cache_mib
+        self.env = dict(os.environ, **(env or {}))  # every server's environment
         self.procs: dict[str, tuple[subprocess.Popen, int]] = {}
 
     def start(
         self, name: str, port: int, ktc: Optional[dict[str, Any]] = None, env: Optional[dict] = None
     ) -> None:
+        """One server; env: variables added for this one."""
         cmd = [
             sys.executable, "-m", "vllm.entrypoints.openai.api_server",
             "--model", self.model, "--served-model-name", "tiny", "--port", str(port),
@@ -36,7 +46,9 @@ class Servers:
             cmd += ["--kv-transfer-config", json.dumps(ktc)]
         log = self.work / f"{name}.log"
         with open(log, "w") as out:  # the child keeps its own descriptor
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=dict(self.env, **(env or {}))
+            )
         self.procs[name] = (proc, port)
 
     def wait_healthy(self, timeout: float = 300) -> None:

@@ -347,10 +347,10 @@ class WorkerSide:
         except kvdist.KvdistError as e:
             log.warning("message to cluster %d lost: %s", cluster, e)
 
-    def _poll_messages(self) -> None:
+    def _poll_messages(self, wait_ms: int = 0) -> None:
         if self.dd is None:
             return
-        for sender, payload in self.dd.receive(256, 0):
+        for sender, payload in self.dd.receive(256, wait_ms):
             msg = decode_message(payload)
             if isinstance(msg, Want) and self.producer:
                 if msg.cluster != sender:
@@ -388,10 +388,14 @@ class WorkerSide:
             _, sender, _ = self._wants.pop(transfer_id)
             self._send(sender, Done(transfer_id, False, "cancelled before the push started"))
 
-    def get_finished(self, finished_req_ids: set[str]) -> tuple[set[str], set[str]]:
+    def get_finished(
+        self, finished_req_ids: set[str], wait_ms: int = 0
+    ) -> tuple[set[str], set[str]]:
+        """wait_ms: block up to that long for the first message (an idle
+        engine step; the message, not the timeout, normally ends it)."""
         if self.dd is None:
             return set(), set()
-        self._poll_messages()
+        self._poll_messages(wait_ms)
         if self.producer:
             return self._finish_pushes(finished_req_ids), set()
         self._check_loads()
