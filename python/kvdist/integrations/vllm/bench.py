@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import re
 import statistics
 import tempfile
 from pathlib import Path
@@ -58,6 +59,20 @@ def _nixl(servers: Servers, base: int) -> Request:
     return request
 
 
+PUSH_LINE = re.compile(
+    r"kvdist push \S+: ([\d.]+) MiB in \d+ layers, writes ([\d.]+) ms in all, "
+    r"complete ([\d.]+) ms after the last layer"
+)
+
+
+def push_figures(log: Path) -> list[tuple[float, float, float]]:
+    """(MiB, ms of writes, ms after the last layer) of each push, in order,
+    from the prefill server's log (kvdist systems)."""
+    if not log.exists():
+        return []
+    return [tuple(map(float, m.groups())) for m in PUSH_LINE.finditer(log.read_text())]
+
+
 def start(system: str, servers: Servers, base: int) -> Request:
     if system == "single":
         servers.start("single", base)
@@ -75,19 +90,29 @@ def start(system: str, servers: Servers, base: int) -> Request:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.setdefault("UCX_NET_DEVICES", "lo")
     work = Path(tempfile.mkdtemp(prefix="kvdist-vllm-bench-"))
-    model = write_tiny_llama(str(work / "tiny-llama"), layers=args.layers)
     lengths = [int(x) for x in args.tokens.split(",")]
+    model = write_tiny_llama(
+        str(work / "tiny-llama"), layers=args.layers, kv_heads=args.kv_heads, head_dim=args.head_dim
+    )
+    kv_bytes = args.layers * args.kv_heads * args.head_dim * 2 * 2  # K and V, fp16
+    print(f"KV cache: {kv_bytes} bytes per token, {kv_bytes * max(lengths) / 2**20:.0f} MiB at "
+          f"{max(lengths)} tokens", flush=True)  # fmt: skip
     rng = random.Random(0)
     prompts = {n: [[rng.randrange(1, 500) for _ in range(n)] for _ in range(args.reps)]
                for n in lengths}  # fmt: skip
-    out: dict[str, Any] = {"config": vars(args), "logs": str(work), "systems": {}}
+    out: dict[str, Any] = {
+        "config": vars(args),
+        "kv_bytes_per_token": kv_bytes,
+        "logs": str(work),
+        "systems": {},
+    }
     server_env = dict(kv.split("=", 1) for kv in args.server_env)
     for k, system in enumerate(args.systems.split(",")):
         sub = work / system
         sub.mkdir()
         print(f"{system}: starting (logs in {sub})", flush=True)
         rows = []
-        with Servers(model, sub, args.dtype, env=server_env) as servers:
+        with Servers(model, sub, args.dtype, args.kv_cache_mib, env=server_env) as servers:
             request = start(system, servers, args.base_port + 20 * k)
             for _ in range(2):
                 request([rng.randrange(1, 500) for _ in range(64)], 2)  # warm-up
@@ -103,6 +128,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rows.append(row)
                 print(f"  {n:>6} tokens: TTFT {row['ttft_ms']:8.1f} ms, "
                       f"end-to-end {row['e2e_ms']:8.1f} ms", flush=True)  # fmt: skip
+        pushes = push_figures(sub / "prefill.log")[2:]  # after the two warm-ups
+        if len(pushes) == len(lengths) * args.reps:
+            for i, row in enumerate(rows):
+                mine = pushes[i * args.reps : (i + 1) * args.reps]
+                row["push_mib"] = mine[0][0]
+                row["push_writes_ms"] = statistics.median(x[1] for x in mine)
+                row["push_exposed_ms"] = statistics.median(x[2] for x in mine)
+                print(f"  {row['tokens']:>6} tokens: push {row['push_mib']:.1f} MiB, writes "
+                      f"{row['push_writes_ms']:.2f} ms, complete {row['push_exposed_ms']:.2f} ms "
+                      "after the last layer was written")  # fmt: skip
         out["systems"][system] = rows
     ref = out["systems"].get("single")
     if ref:
@@ -131,7 +166,8 @@ def plot(result: dict[str, Any], path: str) -> None:
         ax.legend()
     cfg = result["config"]
     env = " ".join(cfg["server_env"]) or "default server environment"
-    fig.suptitle(f"vLLM on this host, tiny Llama ({cfg['layers']} layers, {cfg['dtype']}), "
+    fig.suptitle(f"vLLM on this host, tiny Llama ({cfg['layers']} layers, "
+                 f"{result['kv_bytes_per_token'] >> 10} KiB KV/token, {cfg['dtype']}), "
                  f"{cfg['max_tokens']} new tokens; {env}")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -144,6 +180,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--max-tokens", type=int, default=8)
     p.add_argument("--layers", type=int, default=16)
+    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--head-dim", type=int, default=32)
+    p.add_argument("--kv-cache-mib", type=int, default=256, help="per server")
     p.add_argument("--dtype", default="float16")
     p.add_argument("--base-port", type=int, default=8300)
     p.add_argument(

@@ -84,6 +84,25 @@ class _AllocateFromKvdist:
         return Mode()
 
 
+def _push_figures(transfer_id: str, task: kvdist.Task) -> str:
+    """One log line on how much of the push the forward hid: its bytes, the
+    time its layers' writes took, and how long after the model wrote the
+    last layer the push was complete (the part the forward did not hide).
+    For a chunked prompt, the last chunk's push."""
+    f = task.figures()
+    layers = f["layers"]
+    if not layers:
+        return f"kvdist push {transfer_id}: nothing to write"
+    writes_ms = sum(max(0, x["completed_ns"] - x["posted_ns"]) for x in layers) / 1e6
+    last = max(layers, key=lambda x: x["layer"])
+    tail_ms = max(0, last["completed_ns"] - last["synchronized_ns"]) / 1e6
+    return (
+        f"kvdist push {transfer_id}: {f['bytes'] / 2**20:.2f} MiB in {len(layers)} layers, "
+        f"writes {writes_ms:.3f} ms in all, complete {tail_ms:.3f} ms after the last layer "
+        f"was written"
+    )
+
+
 @dataclass
 class _Outgoing:
     """A prefiller request's push: its decoder's want and the tasks so far."""
@@ -284,6 +303,8 @@ class WorkerSide:
                 self._send(out.cluster, Done(out.transfer_id, not error, error))
                 if error:
                     log.warning("transfer %s (request %s): %s", out.transfer_id, req_id, error)
+                elif out.tasks:
+                    log.info("%s", _push_figures(out.transfer_id, out.tasks[-1]))
                 out.reported = True
             if out.reported and out.finished:
                 sending.add(req_id)
