@@ -11,6 +11,24 @@ namespace {
 
 constexpr size_t kMaxClustersPerCall = 16;
 
+// The registry as the transport's callbacks see it: set once by start(),
+// read by the progress thread, which may already be running then.
+class RegistrySlot {
+ public:
+  void set(const std::shared_ptr<CacheRegistry>& r) {
+    std::lock_guard<std::mutex> lock(mu_);
+    registry_ = r;
+  }
+  std::shared_ptr<CacheRegistry> get() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return registry_.lock();
+  }
+
+ private:
+  std::mutex mu_;
+  std::weak_ptr<CacheRegistry> registry_;
+};
+
 bool parse_ip_port(const std::string& s, std::string* ip, uint16_t* port) {
   auto colon = s.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) return false;
@@ -43,8 +61,9 @@ Result<std::unique_ptr<Engine>> Engine::start(Role role, uint64_t cluster_id,
     return Status(StatusCode::kParamInvalid, "a PROMPT needs listen_ip_info (llm.listenIpInfo)");
   }
   // The registry is created after the transport, but the transport's events
-  // need it: route them through a weak pointer filled in below.
-  auto registry_slot = std::make_shared<std::weak_ptr<CacheRegistry>>();
+  // (on its progress thread, which may already run) need it: route them
+  // through a slot filled in below.
+  auto registry_slot = std::make_shared<RegistrySlot>();
   net::TransportEvents events;
   std::weak_ptr<Inbox> inbox = e->inbox_;
   events.on_note = [registry_slot, inbox](uint64_t peer, std::string payload) {
@@ -54,16 +73,16 @@ Result<std::unique_ptr<Engine>> Engine::start(Role role, uint64_t cluster_id,
       if (auto in = inbox.lock()) in->push(PeerMessage{peer, std::move(note.payload)});
       return;
     }
-    if (auto r = registry_slot->lock()) r->on_note(peer, note);
+    if (auto r = registry_slot->get()) r->on_note(peer, note);
   };
   events.on_peer_down = [registry_slot](uint64_t peer, const Status& why, size_t links_left) {
-    if (auto r = registry_slot->lock()) r->on_peer_down(peer, why, links_left > 0);
+    if (auto r = registry_slot->get()) r->on_peer_down(peer, why, links_left > 0);
   };
   auto transport = net::Transport::start(t, std::move(events));
   if (!transport.ok()) return transport.status();
   e->transport_ = std::shared_ptr<net::Transport>(std::move(transport).value());
   e->registry_ = std::make_shared<CacheRegistry>(e->transport_, options.pool_max_bytes);
-  *registry_slot = e->registry_;
+  registry_slot->set(e->registry_);
   return e;
 }
 

@@ -38,7 +38,7 @@ def test_greedy_tokens_equal_one_engine_20_prompts_at_once(engines):
     # vLLM allocated its KV cache through the connector: the fast path.
     assert r["prefill"]["kv_in_kvdist_pool"] and r["decode"]["kv_in_kvdist_pool"]
     assert all(
-        p == {"transfer_id": f"t{i}", "kvdist_pushed": True}
+        p == {"transfer_id": f"t{i}", "kvdist_push": "in_flight"}
         for i, p in enumerate(r["prefill"]["kv_transfer_params"])
     )
     assert [len(t) for t in r["decode"]["tokens"]] == [8] * 20

@@ -73,16 +73,19 @@ def test_bad_requests_hurt_only_themselves(engines):
     """On one decoder: malformed kv_transfer_params (no remote_port), a
     prefiller address where nobody listens, block ids far outside the cache
     (the prefiller's kvdist refuses to write there). Each of those requests
-    is computed locally (recompute policy); the good ones are pushed."""
+    is computed locally (recompute policy); the good ones are pushed. On
+    the prefiller, a request no decoder ever asks for is prefilled without
+    a push once want_timeout_s has passed."""
     ps = prompts(6, 64, 300, seed=41)
     ids = [f"t{i}" for i in range(6)]
+    orphan = prompts(1, 100, 100, seed=42)
     port = free_port()
     overrides = {"0": {"remote_port": None}, "1": {"remote_port": free_port()}}
     engines.start(
         "prefill",
         "producer",
-        job(ps[2:], port, ids[2:]),
-        dict(PREFILL, listen=f"127.0.0.1:{port}"),
+        job(ps[2:] + orphan, port, [*ids[2:], "orphan"]),
+        dict(PREFILL, listen=f"127.0.0.1:{port}", want_timeout_s=10),
     )
     engines.start(
         "decode",
@@ -103,3 +106,9 @@ def test_bad_requests_hurt_only_themselves(engines):
     assert r["decode"]["elapsed_s"] < 30, r["decode"]["elapsed_s"]
     assert r["prefill"]["blocks_held_after"] == 0.0
     assert r["decode"]["blocks_held_after"] == 0.0
+    # The orphan: prefilled (one token) without a push, nothing held for it.
+    assert r["prefill"]["finish_reasons"][-1] == "length"
+    assert r["prefill"]["kv_transfer_params"][-1] is None
+    assert r["prefill"]["kv_transfer_params"][:-1] == [
+        {"transfer_id": t, "kvdist_push": "in_flight"} for t in ids[2:]
+    ]

@@ -779,12 +779,16 @@ TEST(LinkTest, UnlinkWithZeroTimeoutIsSafe) {
   Options o;
   o.listen_ip_info = "127.0.0.1:0";
   ASSERT_TRUE(prompt.init(o).ok());
-  DataDist decoder(Role::kDecoder, 2);
-  ASSERT_TRUE(decoder.init(Options{}).ok());
+  // The DECODER in a process of its own, as deployed: two UCX contexts in one
+  // process that open and close connections this fast trip UCX 1.13's async
+  // handler table when one reuses a descriptor number the other just closed
+  // (async.c: "handler->async == async"; 2 in 30 runs under TSan).
+  PeerProcess decoder;
+  decoder.ok("init decoder 2");
+  const std::string where = "1 127.0.0.1 " + s(prompt.listen_port());
   for (int i = 0; i < 10; ++i) {
-    ClusterInfo c{1, "127.0.0.1", prompt.listen_port()};
-    ASSERT_EQ(decoder.link_clusters({c}).status, StatusCode::kSuccess) << i;
-    EXPECT_EQ(decoder.unlink_clusters({c}, 0).status, StatusCode::kSuccess) << i;
+    ASSERT_EQ(code(decoder.ok("link " + where + " 3000")[1]), StatusCode::kSuccess) << i;
+    EXPECT_EQ(code(decoder.ok("unlink " + where + " 0")[1]), StatusCode::kSuccess) << i;
   }
 }
 

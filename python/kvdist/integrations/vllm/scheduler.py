@@ -145,7 +145,9 @@ class SchedulerSide:
         if not push.done_prefill:
             self._abandoned.append((request.request_id, push.transfer_id))  # aborted
         self._unfreed.add(request.request_id)
-        return True, {"transfer_id": push.transfer_id, "kvdist_pushed": push.done_prefill}
+        # The push may still be in flight: its outcome goes to the decoder.
+        state = "in_flight" if push.done_prefill else "abandoned"
+        return True, {"transfer_id": push.transfer_id, "kvdist_push": state}
 
     def update_connector_output(self, output: KVConnectorOutput) -> None:
         meta = getattr(output, "kv_connector_worker_meta", None)
