@@ -117,17 +117,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for _ in range(2):
                 request([rng.randrange(1, 500) for _ in range(64)], 2)  # warm-up
             for n in lengths:
+                cpu0 = servers.cpu_seconds()
                 runs = [request(p, args.max_tokens) for p in prompts[n]]
+                cpu = (servers.cpu_seconds() - cpu0) / len(runs)
                 row = {
                     "tokens": n,
                     "ttft_ms": statistics.median(r[0] for r in runs) * 1e3,
                     "e2e_ms": statistics.median(r[1] for r in runs) * 1e3,
                     "ttft_all_ms": [r[0] * 1e3 for r in runs],
+                    "server_cpu_s": cpu,
                     "generated": [r[2] for r in runs],
                 }
                 rows.append(row)
                 print(f"  {n:>6} tokens: TTFT {row['ttft_ms']:8.1f} ms, "
-                      f"end-to-end {row['e2e_ms']:8.1f} ms", flush=True)  # fmt: skip
+                      f"end-to-end {row['e2e_ms']:8.1f} ms, servers' CPU {cpu:6.2f} s "
+                      "per request", flush=True)  # fmt: skip
         pushes = push_figures(sub / "prefill.log")[2:]  # after the two warm-ups
         if len(pushes) == len(lengths) * args.reps:
             for i, row in enumerate(rows):

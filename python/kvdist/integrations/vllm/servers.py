@@ -68,6 +68,26 @@ class Servers:
                     raise SystemExit(f"{name} server not healthy within {timeout:.0f} s")
                 time.sleep(0.5)
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the servers and every
+        process they started (vLLM's engine cores), from /proc."""
+        tick = os.sysconf("SC_CLK_TCK")
+        todo = [proc.pid for proc, _ in self.procs.values()]
+        seen, total = set(), 0.0
+        while todo:
+            pid = todo.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, ValueError, IndexError):
+                continue
+        return total
+
     def stop(self) -> None:
         for proc, _ in self.procs.values():
             if proc.poll() is None:
