@@ -71,6 +71,10 @@ Result<std::pair<size_t, uint64_t>> CacheRegistry::pool_allocate(uint64_t bytes)
 
 KvCache CacheRegistry::add_entry(Entry entry) {
   std::lock_guard<std::mutex> lock(mu_);
+  return add_entry_locked(std::move(entry));
+}
+
+KvCache CacheRegistry::add_entry_locked(Entry entry) {
   int64_t id = next_id_++;
   entry.cache.cache_id = id;
   const KvCache& c = entry.cache;
@@ -78,7 +82,7 @@ KvCache CacheRegistry::add_entry(Entry entry) {
   if (entry.pool_slot) {
     uint64_t end = c.tensor_addrs.back() + bytes;
     by_addr_.add(addr_key(id, 0), c.tensor_addrs.front(), end - c.tensor_addrs.front(), id);
-  } else {
+  } else if (!entry.parent) {  // a view's addresses belong to its parent
     for (uint32_t t = 0; t < c.tensor_addrs.size(); ++t) {
       by_addr_.add(addr_key(id, t), c.tensor_addrs[t], bytes, id);
     }
@@ -136,14 +140,18 @@ Result<KvCache> CacheRegistry::register_user(const CacheDesc& desc,
   {
     std::lock_guard<std::mutex> lock(mu_);
     std::optional<int64_t> inside;  // the allocated cache holding every tensor
+    std::optional<size_t> outside;  // the first tensor in no registered cache
     for (size_t i = 0; i < addrs.size(); ++i) {
       if (addrs[i] == 0) {
         return Status(StatusCode::kParamInvalid, "tensor_addrs[" + std::to_string(i) + "] is null");
       }
       const auto* region = by_addr_.find(addrs[i], bytes);
-      if (region == nullptr) continue;
+      if (region == nullptr) {
+        if (!outside) outside = i;
+        continue;
+      }
       const Entry& holder = caches_.at(region->payload);
-      if (!holder.pool_slot || holder.parent || (inside && *inside != region->payload)) {
+      if (!holder.pool_slot || (inside && *inside != region->payload)) {
         return Status(StatusCode::kParamInvalid,
                       "tensor_addrs[" + std::to_string(i) + "] overlaps a registered cache");
       }
@@ -154,23 +162,14 @@ Result<KvCache> CacheRegistry::register_user(const CacheDesc& desc,
       // cache allocated through the connector's pool): the allocation is
       // already registered and exposed to peers, so nothing is registered
       // again; the view keeps it alive.
-      for (size_t i = 0; i < addrs.size(); ++i) {
-        const auto* region = by_addr_.find(addrs[i], bytes);
-        if (region == nullptr || region->payload != *inside) {
-          return Status(StatusCode::kParamInvalid, "tensor_addrs[" + std::to_string(i) +
-                                                       "] lies outside the allocation that "
-                                                       "holds the other tensors");
-        }
+      if (outside) {
+        return Status(StatusCode::kParamInvalid, "tensor_addrs[" + std::to_string(*outside) +
+                                                     "] lies outside the allocation that "
+                                                     "holds the other tensors");
       }
       ++caches_.at(*inside).pins;
       e.parent = inside;
-      int64_t id = next_id_++;
-      e.cache.cache_id = id;
-      const uint32_t per_layer = desc.tensors_per_layer;
-      e.arrived.assign((desc.num_tensors + per_layer - 1) / per_layer, false);
-      KvCache out = e.cache;
-      caches_.emplace(id, std::move(e));
-      return out;
+      return add_entry_locked(std::move(e));
     }
   }
   auto undo = [&] {

@@ -72,6 +72,7 @@ class CacheRegistry : public std::enable_shared_from_this<CacheRegistry> {
 
   // Records a cache under a new id; returns it with that id.
   KvCache add_entry(Entry entry);
+  KvCache add_entry_locked(Entry entry);  // REQUIRES mu_
   void withdrawn(int64_t cache_id);
   // REQUIRES mu_. Releases memory of a freed, unpinned, withdrawn cache.
   void maybe_release_locked(std::map<int64_t, Entry>::iterator it);

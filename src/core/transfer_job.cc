@@ -89,8 +89,8 @@ void TransferJob::run() {
       n.kind = Note::Kind::kLayer;
       n.task_id = task_id;
       n.layer = layer;
-      n.addrs.assign(cp.dst_addrs.begin() + cp.tensors_per_layer * k,
-                     cp.dst_addrs.begin() + cp.tensors_per_layer * (k + 1));
+      n.addrs.assign(cp.dst_addrs.begin() + plan.tensors_per_layer * k,
+                     cp.dst_addrs.begin() + plan.tensors_per_layer * (k + 1));
       auto on_done = [self = shared_from_this(), c, layer](const Status& s) {
         const uint32_t layers_in_config = self->plan.configs[c].range.size();
         if (self->state->write_done(c, layer, layers_in_config, s) &&

@@ -99,6 +99,7 @@ TransferPlan plan_transfer(const KvCache& src, const std::vector<TransferConfig>
   TransferPlan plan;
   const uint32_t per_layer = src.desc.tensors_per_layer;
   plan.num_layers = src.desc.num_tensors / per_layer;
+  plan.tensors_per_layer = per_layer;
   const uint64_t tensor = src.desc.tensor_bytes();
   const bool paged = !blocks.src_block_indices.empty();
   const uint64_t block = tensor / static_cast<uint64_t>(src.desc.shape[0]);
@@ -112,7 +113,6 @@ TransferPlan plan_transfer(const KvCache& src, const std::vector<TransferConfig>
     cp.dst_cluster = c.dst_cluster_id;
     cp.range = *c.src_layer_range;
     cp.dst_addrs = c.dst_addrs;
-    cp.tensors_per_layer = per_layer;
     for (uint32_t layer = cp.range.start; layer < cp.range.stop; ++layer) {
       const uint32_t k = layer - cp.range.start;
       std::vector<PlannedPut> puts;

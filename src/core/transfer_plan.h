@@ -24,11 +24,11 @@ struct ConfigPlan {
   std::vector<std::vector<PlannedPut>> puts;
   // The destination addresses of each layer's tensors (dst_addrs as given).
   std::vector<uint64_t> dst_addrs;
-  uint32_t tensors_per_layer = 2;
 };
 
 struct TransferPlan {
   uint32_t num_layers = 0;
+  uint32_t tensors_per_layer = 2;  // of the source and every destination
   std::vector<ConfigPlan> configs;
   uint64_t total_bytes = 0;
   uint64_t total_puts = 0;
