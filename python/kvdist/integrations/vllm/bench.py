@@ -22,6 +22,7 @@ import random
 import re
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -42,8 +43,6 @@ def _nixl(servers: Servers, base: int) -> Request:
     servers.wait_healthy()
 
     def request(prompt: list[int], max_tokens: int) -> tuple[float, float, list[int]]:
-        import time
-
         t0 = time.perf_counter()
         first = post(pp, {
             "model": "tiny", "prompt": prompt, "max_tokens": 1, "temperature": 0,

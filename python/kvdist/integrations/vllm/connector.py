@@ -104,7 +104,7 @@ class KvdistConnector(KVConnectorBase_V1):
     ) -> None:
         if self._worker.producer and self.has_connector_metadata():
             meta = self._meta()
-            if meta.pushes or meta.abandoned:
+            if meta.pushes:
                 self._worker.save_kv_layer(layer_name, meta)
 
     def wait_for_save(self) -> None:

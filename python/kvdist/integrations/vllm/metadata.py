@@ -41,9 +41,10 @@ class PushSpec:
 class KvdistMetadata(KVConnectorMetadata):
     loads: list[LoadSpec] = field(default_factory=list)
     pushes: list[PushSpec] = field(default_factory=list)
-    # Prefiller: (request id, transfer id) whose push is abandoned (preempted,
-    # aborted before its prompt was complete).
-    abandoned: list[tuple[str, str]] = field(default_factory=list)
+    # Prefiller: (request id, transfer id, blocks held for us) of pushes
+    # abandoned before the prompt was complete: aborted (vLLM holds the blocks
+    # until we report the request) or preempted (its blocks are gone already).
+    abandoned: list[tuple[str, str, bool]] = field(default_factory=list)
     # The engine has nothing to compute this step and keeps stepping only
     # for us: the worker waits up to this long for a message (a want, a
     # done) instead of letting the engine loop spin on the CPU the model

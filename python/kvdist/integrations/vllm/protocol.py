@@ -135,8 +135,15 @@ class ConnectorOptions:
         return opts
 
 
+class _Message:
+    """A message on the kvdist link: its dataclass fields as compact JSON."""
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+
 @dataclass
-class Want:
+class Want(_Message):
     """Decoder -> prefiller: push transfer ``id`` into my blocks.
 
     addrs: my KV tensor addresses per layer (tensors_per_layer each);
@@ -154,12 +161,9 @@ class Want:
     blocks: list[int] = field(default_factory=list)
     op: str = "want"
 
-    def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
-
 
 @dataclass
-class Done:
+class Done(_Message):
     """Prefiller -> decoder: transfer ``id`` is complete (ok) or failed."""
 
     id: str
@@ -167,20 +171,14 @@ class Done:
     error: str = ""
     op: str = "done"
 
-    def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
-
 
 @dataclass
-class Cancel:
+class Cancel(_Message):
     """Decoder -> prefiller: I gave up on transfer ``id``; stop, and answer
     with a ``done`` once no write of it can land any more."""
 
     id: str
     op: str = "cancel"
-
-    def encode(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
 
 
 def decode_message(payload: bytes) -> Optional[Union[Want, Done, Cancel]]:

@@ -59,7 +59,7 @@ class SchedulerSide:
         self._wants: set[str] = set()  # transfer ids whose want the workers hold
         self._held_since: dict[str, float] = {}  # req id -> first time held
         self._pushes: dict[str, _Push] = {}  # req id -> push in progress
-        self._abandoned: list[tuple[str, str]] = []
+        self._abandoned: list[tuple[str, str, bool]] = []
         self._unfreed: set[str] = set()  # finished requests whose blocks we keep
         # Decoder.
         self._loads: list[LoadSpec] = []
@@ -129,7 +129,7 @@ class SchedulerSide:
                 # Preempted: its blocks were freed and refilled; what was pushed
                 # is gone. The decoder is told the transfer failed.
                 if not push.done_prefill:
-                    meta.abandoned.append((req_id, push.transfer_id))
+                    meta.abandoned.append((req_id, push.transfer_id, False))
                 del self._pushes[req_id]
                 continue
             if new_ids is not None:
@@ -143,7 +143,7 @@ class SchedulerSide:
         if push is None:
             return False, None
         if not push.done_prefill:
-            self._abandoned.append((request.request_id, push.transfer_id))  # aborted
+            self._abandoned.append((request.request_id, push.transfer_id, True))  # aborted
         self._unfreed.add(request.request_id)
         # The push may still be in flight: its outcome goes to the decoder.
         state = "in_flight" if push.done_prefill else "abandoned"

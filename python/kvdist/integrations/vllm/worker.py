@@ -115,6 +115,7 @@ class _Outgoing:
     error: str = ""
     finished: bool = False  # vLLM finished the request (its blocks wait for us)
     reported: bool = False  # done sent
+    report_sending: bool = True  # vLLM waits for it in get_finished (not if preempted)
 
 
 @dataclass
@@ -221,13 +222,16 @@ class WorkerSide:
             for i in range(len(self.layer_index)):
                 self._events.ready(i)
         self._events = None  # pushes keep running; the next step gets its own
+        # Every step, forward or not (an abort often comes in a step without one).
+        for req_id, transfer_id, held in meta.abandoned if meta is not None else ():
+            out = self._outgoing(req_id, transfer_id)
+            out.error = out.error or "the prefiller dropped the request (preempted or aborted)"
+            out.finished = out.finished or not held  # preempted: nobody waits for its blocks
+            out.report_sending = held
 
     def _start_pushes(self, meta: KvdistMetadata) -> None:
         self._events = kvdist.LayerEvents()
         self._poll_messages()
-        for req_id, transfer_id in meta.abandoned:
-            out = self._outgoing(req_id, transfer_id)
-            out.error = out.error or "the prefiller dropped the request (preempted or aborted)"
         for spec in meta.pushes:
             self._push(spec)
 
@@ -307,7 +311,8 @@ class WorkerSide:
                     log.info("%s", _push_figures(out.transfer_id, out.tasks[-1]))
                 out.reported = True
             if out.reported and out.finished:
-                sending.add(req_id)
+                if out.report_sending:
+                    sending.add(req_id)
                 del self._out[req_id]
         return sending
 
