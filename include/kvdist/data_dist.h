@@ -33,10 +33,15 @@ struct Options {
   int32_t device_id = 0;
   // Layers a task may have posted but not yet confirmed.
   uint32_t inflight_layers = 4;
+  // Threads that copy into peers on this host (kvdist.CopyLanes), the
+  // transport's progress thread included: one write is striped over them,
+  // several destinations share them. 0: one per online CPU, at most 8.
+  uint32_t copy_lanes = 0;
 
   // Builds Options from LLM-DataDist option keys (llm.listenIpInfo,
   // llm.SyncKvCacheWaitTime, ge.flowGraphMemMaxSize, ge.exec.deviceId,
-  // kvdist.TransferTimeout, kvdist.InflightLayers). Unknown keys are ignored.
+  // kvdist.TransferTimeout, kvdist.InflightLayers, kvdist.CopyLanes).
+  // Unknown keys are ignored.
   // A PROMPT without llm.listenIpInfo, or a missing ge.exec.deviceId, is
   // kParamInvalid naming the option.
   static Result<Options> from_map(Role role, const std::map<std::string, std::string>& options);

@@ -24,6 +24,7 @@ class DataDist:
         transfer_timeout_ms: int = 10000,
         pool_max_bytes: int = ...,
         inflight_layers: int = 4,
+        copy_lanes: int = 0,
     ) -> None: ...
     def finalize(self) -> None: ...
     @property

@@ -135,8 +135,9 @@ class DataDist:
 
     ``listen`` ("ip:port", port 0 for any) is required for a PROMPT.
     ``sync_timeout_ms`` bounds each synchronizer call, ``transfer_timeout_ms``
-    the confirmation of each layer's writes. Use as a context manager, or
-    call :meth:`close`.
+    the confirmation of each layer's writes. ``copy_lanes``: threads that
+    copy into DECODERs on this host (0: one per CPU, at most 8). Use as a
+    context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -149,10 +150,13 @@ class DataDist:
         transfer_timeout_ms: int = 10000,
         pool_bytes: int = 16 << 30,
         inflight_layers: int = 4,
+        copy_lanes: int = 0,
     ) -> None:
         self.role = Role[role.upper()] if isinstance(role, str) else Role(role)
         self._native = _kvdist.DataDist(int(self.role), cluster_id)
-        self._native.init(listen, sync_timeout_ms, transfer_timeout_ms, pool_bytes, inflight_layers)
+        self._native.init(
+            listen, sync_timeout_ms, transfer_timeout_ms, pool_bytes, inflight_layers, copy_lanes
+        )
 
     @property
     def cluster_id(self) -> int:

@@ -62,6 +62,12 @@ Result<Options> Options::from_map(Role role, const std::map<std::string, std::st
     }
     o.inflight_layers = static_cast<uint32_t>(v);
   }
+  if (const std::string* n = get("kvdist.CopyLanes")) {
+    if (!parse_u64(*n, &v) || v > 64) {
+      return bad("kvdist.CopyLanes", *n, "a count in [0, 64] (0: one per CPU)");
+    }
+    o.copy_lanes = static_cast<uint32_t>(v);
+  }
   return o;
 }
 

@@ -2,8 +2,12 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <climits>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -12,8 +16,8 @@
 #include <mutex>
 #include <set>
 
+#include "mem/copy_lanes.h"
 #include "mem/region_table.h"
-#include "mem/stream_copy.h"
 #include "net/ucx_worker.h"
 #include "net/wire.h"
 
@@ -33,6 +37,30 @@ std::string host_id() {
   std::string boot_id;
   std::getline(boot, boot_id);
   return id + "/" + boot_id;
+}
+
+// Whether UCX_TLS lets peers on this host share memory. A list naming no
+// shared-memory transport (e.g. "tcp") asks for the network path: kvdist's
+// own copies into a peer then stay off too.
+bool tls_allows_shared_memory() {
+  const char* tls = std::getenv("UCX_TLS");
+  if (tls == nullptr || *tls == '\0') return true;
+  std::string list = tls;
+  bool exclude = list[0] == '^';
+  if (exclude) list.erase(0, 1);
+  bool named = false;
+  size_t pos = 0;
+  while (pos <= list.size()) {
+    size_t end = list.find(',', pos);
+    if (end == std::string::npos) end = list.size();
+    std::string t = list.substr(pos, end - pos);
+    if (t == "all" || t == "sm" || t == "shm" || t == "cma" || t == "posix" || t == "sysv" ||
+        t == "xpmem" || t == "knem") {
+      named = true;
+    }
+    pos = end + 1;
+  }
+  return exclude ? !named : named;
 }
 
 Status ucx_status(StatusCode code, const std::string& what, ucs_status_t s) {
@@ -105,12 +133,29 @@ struct Transport::Impl {
     std::map<uint64_t, std::function<void()>> pongs;
     std::set<uint64_t> writes;  // ids of pending writes
     bool same_host = false;     // the peer said it runs on this host (boot id)
+    // Cross-process copies: the nonce we asked the peer to keep, its pid
+    // once it has proved it, and the nonce it asked us to keep.
+    std::string probe_nonce;
+    pid_t pid = 0;
+    std::string probe_echo;
+    // Copy batches into this peer not yet returned by the lanes. While any
+    // runs, its mapped regions (rkeys) and data endpoint stay: region
+    // withdrawals and the link's teardown wait (after_lanes, teardown).
+    size_t lane_batches = 0;
+    std::vector<std::function<void()>> after_lanes;
+    bool teardown_pending = false;
+    Status down_why;
   };
   struct PendingWrite {
     std::shared_ptr<Peer> peer;
     std::string note;
     std::function<void(const Status&)> done;
     Clock::time_point deadline;
+    // Parts still running; the write completes when none is.
+    bool flush_pending = false;
+    bool batch_pending = false;
+    std::shared_ptr<mem::CopyBatch> batch;
+    Status status;  // first failure
   };
 
   TransportOptions options;
@@ -127,13 +172,19 @@ struct Transport::Impl {
   // after a network cut) and calls back into us; callbacks only release
   // their requests.
   bool destroying = false;
-  // Copy into a peer's shared memory ourselves (KVDIST_DIRECT_COPY=0: let
+  // Copy into a peer on this host ourselves (KVDIST_DIRECT_COPY=0: let
   // UCX put everything).
   bool direct_copy = true;
+  std::unique_ptr<mem::CopyLanes> lanes;
+  // Copy batches finished on a lane thread, for the progress thread.
+  std::mutex lane_mu;
+  std::vector<std::pair<uint64_t, int>> lane_done;
 
-  // The worker goes first, while everything its callbacks touch still lives.
+  // The lanes first (their last callbacks only queue), then the worker,
+  // while everything its callbacks touch still lives.
   ~Impl() {
     destroying = true;
+    lanes.reset();
     worker.reset();
   }
 
@@ -224,21 +275,33 @@ struct Transport::Impl {
   static void on_ep_error(void* arg, ucp_ep_h ep, ucs_status_t status) {
     auto* self = static_cast<Impl*>(arg);
     if (self->destroying) return;
+    // The peer is looked up now: by the time the closure runs, the endpoint
+    // may be closed and its address reused by a new link's endpoint.
+    std::shared_ptr<Peer> owner;
+    bool looked_up = self->worker->on_progress_thread();
+    if (looked_up) owner = self->peer_of(ep);
     // Not inside UCX's callback: closing endpoints there is not allowed.
-    self->worker->post([self, ep, status] { self->endpoint_failed(ep, status); });
+    self->worker->post([self, ep, status, owner, looked_up] {
+      self->endpoint_failed(ep, status, owner, looked_up);
+    });
   }
 
-  void endpoint_failed(ucp_ep_h ep, ucs_status_t status) {
+  std::shared_ptr<Peer> peer_of(ucp_ep_h ep) {
+    for (auto& [id, peer] : peers) {
+      if (peer->ctrl == ep || peer->data == ep) return peer;
+    }
+    return nullptr;
+  }
+
+  void endpoint_failed(ucp_ep_h ep, ucs_status_t status, std::shared_ptr<Peer> owner,
+                       bool looked_up) {
     auto acc = accepting.find(ep);
-    if (acc != accepting.end()) {
+    if (owner == nullptr && acc != accepting.end()) {
       accepting.erase(acc);
       close_ep(ep, true);
       return;
     }
-    std::shared_ptr<Peer> failed;
-    for (auto& [id, peer] : peers) {
-      if (peer->ctrl == ep || peer->data == ep) failed = peer;
-    }
+    std::shared_ptr<Peer> failed = looked_up ? owner : peer_of(ep);
     if (failed) {
       fail_peer(
           failed,
@@ -309,15 +372,21 @@ struct Transport::Impl {
     by_ctrl.erase(peer->ctrl);
     auto it = peers.find(peer->cluster_id);
     if (it != peers.end() && it->second == peer) peers.erase(it);
-    peer->remote.for_each([](const auto& r) { ucp_rkey_destroy(r.payload.rkey); });
-    peer->remote.clear();
-    // Force-closing cancels every outstanding put and flush of the peer:
-    // after this no write of ours can still land there.
-    close_ep(peer->data, true);
     close_ep(peer->ctrl, !orderly);
-    peer->data = nullptr;
     peer->ctrl = nullptr;
-    for (uint64_t w : std::set<uint64_t>(peer->writes)) complete_write(w, why);
+    peer->down_why = why;
+    for (uint64_t id : peer->writes) {
+      PendingWrite& w = writes.at(id);
+      if (w.status.ok()) w.status = why;
+      if (w.batch_pending) mem::CopyLanes::cancel(w.batch);
+    }
+    // Copies still running into the peer's memory hold its mappings: the
+    // data side ends when they have returned.
+    if (peer->lane_batches == 0) {
+      teardown_data(peer);
+    } else {
+      peer->teardown_pending = true;
+    }
     // Pending check_remote calls re-check now: the peer is gone, so they
     // answer kNotYetLink at once instead of at their deadline.
     auto pongs = std::move(peer->pongs);
@@ -334,6 +403,69 @@ struct Transport::Impl {
       for (auto& [id, p] : peers) left += p->state == PeerState::kUp ? 1 : 0;
       events.on_peer_down(peer->cluster_id, why, left);
     }
+  }
+
+  // The end of a failed link's data side: no copy runs into it any more.
+  void teardown_data(const std::shared_ptr<Peer>& peer) {
+    peer->teardown_pending = false;
+    peer->remote.for_each([](const auto& r) { ucp_rkey_destroy(r.payload.rkey); });
+    peer->remote.clear();
+    // Force-closing cancels every outstanding put and flush of the peer:
+    // after this no write of ours can still land there.
+    close_ep(peer->data, true);
+    peer->data = nullptr;
+    for (uint64_t w : std::set<uint64_t>(peer->writes)) complete_write(w, peer->down_why);
+  }
+
+  // A part of write `id` ended; completes it when it was the last.
+  void maybe_complete(uint64_t id) {
+    auto it = writes.find(id);
+    if (it == writes.end()) return;
+    const PendingWrite& w = it->second;
+    if (w.flush_pending || w.batch_pending) return;
+    if (w.peer->state == PeerState::kDown && w.peer->data != nullptr) return;  // teardown completes it
+    complete_write(id, w.status);
+  }
+
+  // A copy batch of write `id` returned from the lanes (progress thread).
+  void lane_finished(uint64_t id, int err) {
+    auto it = writes.find(id);
+    if (it == writes.end()) return;
+    PendingWrite& w = it->second;
+    std::shared_ptr<Peer> peer = w.peer;
+    w.batch_pending = false;
+    w.batch.reset();
+    --peer->lane_batches;
+    Status failed;
+    if (err != 0 && err != ECANCELED) {
+      failed = Status(StatusCode::kLinkFailed, "copy into cluster " +
+                                                   std::to_string(peer->cluster_id) +
+                                                   " failed: " + std::strerror(err));
+      if (w.status.ok()) w.status = failed;
+    }
+    if (peer->lane_batches == 0) {
+      auto after = std::move(peer->after_lanes);
+      peer->after_lanes.clear();
+      for (auto& fn : after) fn();
+    }
+    if (!failed.ok()) fail_peer(peer, failed);
+    if (peer->lane_batches == 0 && peer->teardown_pending) teardown_data(peer);
+    maybe_complete(id);
+  }
+
+  void drain_lane_done() {
+    std::vector<std::pair<uint64_t, int>> done;
+    {
+      std::lock_guard<std::mutex> lock(lane_mu);
+      done.swap(lane_done);
+    }
+    for (auto [id, err] : done) lane_finished(id, err);
+  }
+
+  size_t lane_batches_in_flight() const {
+    size_t n = 0;
+    for (const auto& [id, w] : writes) n += w.batch_pending ? 1 : 0;
+    return n;
   }
 
   void complete_write(uint64_t id, const Status& s) {
@@ -478,6 +610,19 @@ struct Transport::Impl {
       case MsgType::kHello:
         fail_peer(peer, Status(StatusCode::kLinkFailed, "unexpected handshake"));
         break;
+      case MsgType::kProbe: {
+        if (peer->state != PeerState::kUp) break;
+        peer->probe_echo = msg.text;  // kept while the link lives
+        Message ack;
+        ack.type = MsgType::kProbeAck;
+        ack.value = reinterpret_cast<uint64_t>(peer->probe_echo.data());
+        ack.code = getpid();
+        send(peer->ctrl, ack);
+        break;
+      }
+      case MsgType::kProbeAck:
+        on_probe_ack(peer, msg);
+        break;
     }
   }
 
@@ -517,6 +662,7 @@ struct Transport::Impl {
     peers[peer->cluster_id] = peer;
     by_ctrl[ep] = peer;
     send(ep, hello(MsgType::kHelloAck, msg.cluster_id));
+    start_probe(peer);
   }
 
   // UCX 1.13 parses a worker address without bounds and aborts the process
@@ -527,6 +673,29 @@ struct Transport::Impl {
   // parser's to handle: docs/reliability.md.)
   static bool plausible_worker_address(const std::string& a) {
     return a.size() > 9 && (static_cast<uint8_t>(a[0]) & 0xf) <= 1;
+  }
+
+  // Asks a peer on this host to prove its pid: cross-process copies go to
+  // that pid only after we read our nonce back from its memory (a pid from
+  // the wire alone could name any process of this user).
+  void start_probe(const std::shared_ptr<Peer>& peer) {
+    if (!direct_copy || !peer->same_host) return;
+    std::string nonce(16, '\0');
+    if (getrandom(nonce.data(), nonce.size(), 0) != static_cast<ssize_t>(nonce.size())) return;
+    peer->probe_nonce = nonce;
+    Message m;
+    m.type = MsgType::kProbe;
+    m.text = nonce;
+    send(peer->ctrl, m);
+  }
+
+  void on_probe_ack(const std::shared_ptr<Peer>& peer, const Message& msg) {
+    if (peer->probe_nonce.empty() || msg.code <= 0 || msg.code > INT32_MAX) return;
+    std::string seen(peer->probe_nonce.size(), '\0');
+    int err = mem::read_other_process(static_cast<pid_t>(msg.code), msg.value, seen.data(),
+                                      seen.size());
+    if (err == 0 && seen == peer->probe_nonce) peer->pid = static_cast<pid_t>(msg.code);
+    peer->probe_nonce.clear();
   }
 
   void on_hello_ack(const std::shared_ptr<Peer>& peer, const Message& msg) {
@@ -550,6 +719,7 @@ struct Transport::Impl {
     }
     peer->state = PeerState::kUp;
     add_remote_regions(*peer, msg.regions);
+    start_probe(peer);
     peer->connect_waiter->set(Status());
     peer->connect_waiter.reset();
   }
@@ -557,6 +727,18 @@ struct Transport::Impl {
   void on_region_del(const std::shared_ptr<Peer>& peer, uint64_t region_id) {
     RemoteRegion removed;
     bool known = peer->remote.remove(region_id, &removed);
+    if (peer->lane_batches > 0) {
+      // Copies may be running into it: confirm once they have returned.
+      peer->after_lanes.push_back([this, peer, region_id, known, removed] {
+        finish_region_del(peer, region_id, known, removed);
+      });
+      return;
+    }
+    finish_region_del(peer, region_id, known, removed);
+  }
+
+  void finish_region_del(const std::shared_ptr<Peer>& peer, uint64_t region_id, bool known,
+                         RemoteRegion removed) {
     ucp_rkey_h rkey = removed.rkey;
     uint64_t cluster = peer->cluster_id;
     auto ack = [this, peer, region_id, rkey, known, cluster](ucs_status_t) {
@@ -658,6 +840,12 @@ Result<std::unique_ptr<Transport>> Transport::start(const TransportOptions& opti
   if (const char* direct = std::getenv("KVDIST_DIRECT_COPY")) {
     impl->direct_copy = std::string(direct) != "0";
   }
+  if (!tls_allows_shared_memory()) impl->direct_copy = false;
+  unsigned lanes = options.copy_lanes;
+  if (const char* env = std::getenv("KVDIST_COPY_LANES")) {
+    lanes = static_cast<unsigned>(std::strtoul(env, nullptr, 10));
+  }
+  impl->lanes = std::make_unique<mem::CopyLanes>(mem::CopyLanes::choose(std::min(lanes, 64u)));
   auto worker = UcxWorker::create();
   if (!worker.ok()) return worker.status();
   impl->worker = std::move(worker).value();
@@ -735,8 +923,9 @@ void Transport::shutdown() {
         self->withdrawals.clear();
         self->worker->progress_until(
             [self] {
+              self->drain_lane_done();
               self->tick();
-              return self->closing.empty();
+              return self->closing.empty() && self->lane_batches_in_flight() == 0;
             },
             Clock::now() + std::chrono::milliseconds(1000));
         for (auto& [id, m] : self->memory) ucp_mem_unmap(self->worker->context(), m.memh);
@@ -1045,21 +1234,31 @@ void Transport::write(uint64_t peer_id, std::vector<WriteOp> ops, std::string no
       regions.push_back(region);
     }
     uint64_t id = self->next_id++;
-    self->writes.emplace(id, Impl::PendingWrite{peer, std::move(note), std::move(done),
-                                                Clock::now() + self->options.write_timeout});
+    Impl::PendingWrite pw;
+    pw.peer = peer;
+    pw.note = std::move(note);
+    pw.done = std::move(done);
+    pw.deadline = Clock::now() + self->options.write_timeout;
+    self->writes.emplace(id, std::move(pw));
     peer->writes.insert(id);
     ucp_request_param_t p{};
     bool posted = false;
+    std::vector<mem::CopyPiece> copies;
     for (size_t i = 0; i < ops.size(); ++i) {
       const WriteOp& op = ops[i];
       const auto& region = *regions[i];
+      const auto* src = reinterpret_cast<const void*>(op.local_addr);
       if (region.payload.mapped != nullptr) {
-        // Shared memory mapped here: copy straight in, complete on return.
-        mem::stream_copy(region.payload.mapped + (op.remote_addr - region.base),
-                         reinterpret_cast<const void*>(op.local_addr), op.len);
+        // The peer's shared memory, mapped here.
+        copies.push_back({region.payload.mapped + (op.remote_addr - region.base), src, op.len, 0});
         continue;
       }
-      ucs_status_ptr_t req = ucp_put_nbx(peer->data, reinterpret_cast<void*>(op.local_addr), op.len,
+      if (peer->pid != 0) {
+        // The peer's own memory, on this host, its pid proved.
+        copies.push_back({reinterpret_cast<void*>(op.remote_addr), src, op.len, peer->pid});
+        continue;
+      }
+      ucs_status_ptr_t req = ucp_put_nbx(peer->data, const_cast<void*>(src), op.len,
                                          op.remote_addr, region.payload.rkey, &p);
       if (UCS_PTR_IS_ERR(req)) {
         self->fail_peer(peer,
@@ -1069,17 +1268,40 @@ void Transport::write(uint64_t peer_id, std::vector<WriteOp> ops, std::string no
       if (req != nullptr) ucp_request_free(req);
       posted = true;
     }
-    if (!posted) {
-      self->complete_write(id, Status());
+    Impl::PendingWrite& w = self->writes.at(id);
+    if (posted) {
+      w.flush_pending = true;
+      self->flush(peer->data, [self, id, peer](ucs_status_t s) {
+        auto it = self->writes.find(id);
+        if (s != UCS_OK) {
+          self->fail_peer(peer, ucx_status(StatusCode::kLinkFailed, "flush failed", s));
+          return;
+        }
+        if (it == self->writes.end()) return;
+        it->second.flush_pending = false;
+        self->maybe_complete(id);
+      });
+    }
+    if (!copies.empty()) {
+      w.batch_pending = true;
+      ++peer->lane_batches;
+      // Last: the batch may finish (and complete the write) inside run().
+      auto batch = self->lanes->run(std::move(copies), [self, id](int err) {
+        if (self->worker->on_progress_thread()) {
+          self->lane_finished(id, err);
+          return;
+        }
+        {
+          std::lock_guard<std::mutex> lock(self->lane_mu);
+          self->lane_done.emplace_back(id, err);
+        }
+        self->worker->post([self] { self->drain_lane_done(); });
+      });
+      auto it = self->writes.find(id);
+      if (it != self->writes.end() && it->second.batch_pending) it->second.batch = std::move(batch);
       return;
     }
-    self->flush(peer->data, [self, id, peer](ucs_status_t s) {
-      if (s == UCS_OK) {
-        self->complete_write(id, Status());
-      } else {
-        self->fail_peer(peer, ucx_status(StatusCode::kLinkFailed, "flush failed", s));
-      }
-    });
+    self->maybe_complete(id);
   };
   if (!self->worker->post(std::move(run))) {
     done(Status(StatusCode::kEngineFinalized, "transport stopped"));

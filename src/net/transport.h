@@ -8,6 +8,12 @@
 // error handling, which lets UCX 1.13 keep its shared-memory transports
 // (docs/transport.md); the control endpoint watches the peer for it.
 //
+// Writes into a peer on this host are copies, spread over copy lanes
+// (mem/copy_lanes.h): into its shared memory mapped here, or into its own
+// (caller-owned) memory with process_vm_writev once the peer has proved
+// its pid (a nonce it keeps in memory, read back with process_vm_readv).
+// Everything else is a UCX put.
+//
 // Nothing here knows layers, blocks or caches: a write is a list of
 // (local address, remote address, length) and a note is opaque bytes.
 // All methods are thread-safe; callbacks run on the progress thread and
@@ -43,6 +49,10 @@ struct TransportOptions {
   std::chrono::milliseconds write_timeout{10000};
   // A client that has not completed the handshake by then is dropped.
   std::chrono::milliseconds accept_timeout{10000};
+  // Threads that copy into peers on this host, the progress thread
+  // included; 0: one per online CPU (at most 8). KVDIST_COPY_LANES
+  // overrides it.
+  unsigned copy_lanes = 0;
 };
 
 struct TransportEvents {

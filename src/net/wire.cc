@@ -63,7 +63,12 @@ std::string encode(const Message& msg) {
       w.u64(msg.value);
       break;
     case MsgType::kNote:
+    case MsgType::kProbe:
       w.bytes(msg.text);
+      break;
+    case MsgType::kProbeAck:
+      w.u64(msg.value);
+      w.i64(msg.code);
       break;
     case MsgType::kBye:
       break;
@@ -105,6 +110,12 @@ bool decode(std::string_view in, Message* msg) {
       break;
     case MsgType::kNote:
       ok = r.bytes(&msg->text, kMaxTextBytes);
+      break;
+    case MsgType::kProbe:
+      ok = r.bytes(&msg->text, kMaxProbeBytes);
+      break;
+    case MsgType::kProbeAck:
+      ok = r.u64(&msg->value) && r.i64(&msg->code);
       break;
     case MsgType::kBye:
       ok = true;

@@ -13,11 +13,12 @@
 namespace kvdist::net {
 
 inline constexpr uint32_t kWireMagic = 0x5344564B;  // "KVDS"
-inline constexpr uint32_t kWireVersion = 1;
+inline constexpr uint32_t kWireVersion = 2;
 inline constexpr size_t kMaxMessageBytes = size_t{1} << 20;
 inline constexpr size_t kMaxRkeyBytes = 4096;
 inline constexpr size_t kMaxAddressBytes = 65536;
 inline constexpr size_t kMaxTextBytes = 65536;
+inline constexpr size_t kMaxProbeBytes = 64;
 
 enum class MsgType : uint8_t {
   kHello = 1,         // client -> server: who I am, whom I expect, my regions
@@ -30,6 +31,11 @@ enum class MsgType : uint8_t {
   kPong = 8,
   kNote = 9,  // text = opaque payload for the layer above
   kBye = 10,  // orderly unlink
+  // Same-host check before copying into the peer with process_vm_writev:
+  // text = a random nonce; the peer keeps it in its memory and answers
+  // kProbeAck with value = its address there, code = the peer's pid.
+  kProbe = 11,
+  kProbeAck = 12,
 };
 
 // Memory a peer may write: [base, base + len), with the packed remote key.
@@ -48,9 +54,9 @@ struct Message {
   std::string host_id;               // hello, ack
   std::string worker_address;        // hello, ack
   std::vector<RegionInfo> regions;   // hello, ack, region_add
-  uint64_t value = 0;                // region_del(_ack), ping, pong
-  int64_t code = 0;                  // nack
-  std::string text;                  // nack message, note payload
+  uint64_t value = 0;                // region_del(_ack), ping, pong, probe_ack
+  int64_t code = 0;                  // nack, probe_ack
+  std::string text;                  // nack message, note payload, probe nonce
 };
 
 std::string encode(const Message& msg);

@@ -125,13 +125,14 @@ class PyDataDist {
     init_with(o.value());
   }
   void init(const std::string& listen, int32_t sync_kv_timeout_ms, int32_t transfer_timeout_ms,
-            uint64_t pool_max_bytes, uint32_t inflight_layers) {
+            uint64_t pool_max_bytes, uint32_t inflight_layers, uint32_t copy_lanes) {
     kvdist::Options o;
     o.listen_ip_info = listen;
     o.sync_kv_timeout_ms = sync_kv_timeout_ms;
     o.transfer_timeout_ms = transfer_timeout_ms;
     o.pool_max_bytes = pool_max_bytes;
     o.inflight_layers = inflight_layers;
+    o.copy_lanes = copy_lanes;
     init_with(o);
   }
   void finalize() {
@@ -384,7 +385,7 @@ PYBIND11_MODULE(_kvdist, m) {
       .def("init_map", &PyDataDist::init_map, py::arg("options"))
       .def("init", &PyDataDist::init, py::arg("listen") = "", py::arg("sync_kv_timeout_ms") = 1000,
            py::arg("transfer_timeout_ms") = 10000, py::arg("pool_max_bytes") = uint64_t{16} << 30,
-           py::arg("inflight_layers") = 4)
+           py::arg("inflight_layers") = 4, py::arg("copy_lanes") = 0)
       .def("finalize", &PyDataDist::finalize)
       .def_property_readonly("initialized", &PyDataDist::initialized)
       .def_property_readonly("listen_port", &PyDataDist::listen_port)

@@ -46,7 +46,7 @@ TEST(Wire, WrongMagicVersionOrTypeIsRejected) {
   bad_magic[0] ^= 1;
   EXPECT_FALSE(decode(bad_magic, &out));
   std::string bad_version = bytes;
-  bad_version[4] = 2;
+  bad_version[4] = static_cast<char>(kWireVersion + 1);
   EXPECT_FALSE(decode(bad_version, &out));
   std::string bad_type = bytes;
   bad_type[8] = 99;
