@@ -423,7 +423,8 @@ struct Transport::Impl {
     if (it == writes.end()) return;
     const PendingWrite& w = it->second;
     if (w.flush_pending || w.batch_pending) return;
-    if (w.peer->state == PeerState::kDown && w.peer->data != nullptr) return;  // teardown completes it
+    if (w.peer->state == PeerState::kDown && w.peer->data != nullptr)
+      return;  // teardown completes it
     complete_write(id, w.status);
   }
 
@@ -438,9 +439,9 @@ struct Transport::Impl {
     --peer->lane_batches;
     Status failed;
     if (err != 0 && err != ECANCELED) {
-      failed = Status(StatusCode::kLinkFailed, "copy into cluster " +
-                                                   std::to_string(peer->cluster_id) +
-                                                   " failed: " + std::strerror(err));
+      failed =
+          Status(StatusCode::kLinkFailed, "copy into cluster " + std::to_string(peer->cluster_id) +
+                                              " failed: " + std::strerror(err));
       if (w.status.ok()) w.status = failed;
     }
     if (peer->lane_batches == 0) {
@@ -692,8 +693,8 @@ struct Transport::Impl {
   void on_probe_ack(const std::shared_ptr<Peer>& peer, const Message& msg) {
     if (peer->probe_nonce.empty() || msg.code <= 0 || msg.code > INT32_MAX) return;
     std::string seen(peer->probe_nonce.size(), '\0');
-    int err = mem::read_other_process(static_cast<pid_t>(msg.code), msg.value, seen.data(),
-                                      seen.size());
+    int err =
+        mem::read_other_process(static_cast<pid_t>(msg.code), msg.value, seen.data(), seen.size());
     if (err == 0 && seen == peer->probe_nonce) peer->pid = static_cast<pid_t>(msg.code);
     peer->probe_nonce.clear();
   }
@@ -1258,8 +1259,8 @@ void Transport::write(uint64_t peer_id, std::vector<WriteOp> ops, std::string no
         copies.push_back({reinterpret_cast<void*>(op.remote_addr), src, op.len, peer->pid});
         continue;
       }
-      ucs_status_ptr_t req = ucp_put_nbx(peer->data, const_cast<void*>(src), op.len,
-                                         op.remote_addr, region.payload.rkey, &p);
+      ucs_status_ptr_t req = ucp_put_nbx(peer->data, const_cast<void*>(src), op.len, op.remote_addr,
+                                         region.payload.rkey, &p);
       if (UCS_PTR_IS_ERR(req)) {
         self->fail_peer(peer,
                         ucx_status(StatusCode::kLinkFailed, "put failed", UCS_PTR_STATUS(req)));
