@@ -29,6 +29,9 @@ struct TaskFigures {
   uint64_t bytes = 0;
   uint64_t puts = 0;
   int64_t elapsed_ns = 0;  // start to the end of the task (or now)
+  // The task's start on the steady clock (CLOCK_MONOTONIC on Linux: the
+  // clock of Python's time.monotonic), ns; the layers' times count from it.
+  int64_t start_ns = 0;
   std::vector<LayerFigures> layers;
 };
 

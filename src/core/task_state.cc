@@ -84,6 +84,8 @@ TaskFigures TaskState::figures() {
   f.elapsed_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                      (finished_ ? end_ : Clock::now()) - start_)
                      .count();
+  f.start_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(start_.time_since_epoch()).count();
   for (const LayerFigures& l : figures_) {
     if (l.synchronized_ns >= 0) f.layers.push_back(l);
   }

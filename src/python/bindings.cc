@@ -314,6 +314,7 @@ py::dict figures_dict(const kvdist::TaskFigures& f) {
   d["bytes"] = f.bytes;
   d["puts"] = f.puts;
   d["elapsed_ns"] = f.elapsed_ns;
+  d["start_ns"] = f.start_ns;
   py::list layers;
   for (const auto& l : f.layers) {
     py::dict x;

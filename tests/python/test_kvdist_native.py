@@ -308,3 +308,19 @@ def test_views_of_an_allocation_push_and_receive_in_place(prompt: kvdist.DataDis
     finally:
         peer.close()
         src.free()
+
+
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_copy_lanes_stripe_large_layers(lanes: int) -> None:
+    """Layers above a stripe are cut over the lanes; every byte lands."""
+    with kvdist.DataDist("prompt", 1, listen="127.0.0.1:0", copy_lanes=lanes) as dd:
+        src = dd.allocate(4, (1, 1 << 20), "float32")  # 4 MiB tensors
+        fill(src, lanes)
+        peer = Peer(dd.port, 2, 4, (1, 1 << 20), "float32")
+        try:
+            task = dd.transfer(src, [kvdist.Destination(2, peer.addrs)])
+            assert task.wait(20000) == kvdist.StatusCode.SUCCESS, task.messages()
+            for i in range(4):
+                assert np.array_equal(peer.read(i)[0], src.tensor(i)[0]), i
+        finally:
+            peer.close()

@@ -9,6 +9,7 @@ import socket
 import statistics
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 import numpy as np
@@ -18,9 +19,10 @@ from kvdist.bench.cases import Case, block_table
 __all__ = ["memcpy_baseline", "perftest_baseline"]
 
 
-def memcpy_baseline(case: Case, reps: int) -> dict[str, Any]:
-    """One thread copies the same bytes with the same layout (numpy copyto;
-    block tables as the case's) into a separate buffer."""
+def memcpy_baseline(case: Case, reps: int, threads: int = 1) -> dict[str, Any]:
+    """`threads` threads copy the same bytes with the same layout (numpy
+    copyto, which releases the GIL and calls glibc's memcpy; block tables as
+    the case's) into a separate buffer; the tensors are split among them."""
     layers = case.model.layers
     if case.paged:
         src = np.zeros((2 * layers, case.num_blocks, case.block_bytes), dtype=np.uint8)
@@ -31,21 +33,30 @@ def memcpy_baseline(case: Case, reps: int) -> dict[str, Any]:
         src = np.zeros((2 * layers, case.tensor_bytes), dtype=np.uint8)
         dst = np.zeros_like(src)
     src[...] = 1
-    times = []
-    for rep in range(reps + 1):
-        start = time.perf_counter()
-        for t in range(2 * layers):
+
+    def copy(part: range) -> None:
+        for t in part:
             if case.paged:
                 dst[t][d_idx] = src[t][s_idx]
             else:
                 np.copyto(dst[t], src[t])
-        if rep > 0:
-            times.append(time.perf_counter() - start)
+
+    parts = [range(i, 2 * layers, threads) for i in range(threads)]
+    times = []
+    with ThreadPoolExecutor(threads) as pool:
+        for rep in range(reps + 1):
+            start = time.perf_counter()
+            list(pool.map(copy, parts))
+            if rep > 0:
+                times.append(time.perf_counter() - start)
     total = case.bytes_per_destination
     med = statistics.median(times)
     return {
         "system": "memcpy",
-        "label": f"memcpy {case.label()}",
+        "label": f"memcpy {threads}T {case.label()}",
+        "threads": threads,
+        "layout": case.layout,
+        "table": case.table if case.paged else None,
         "put_bytes": case.put_bytes,
         "bytes": total,
         "gbps": total / med / 1e9,

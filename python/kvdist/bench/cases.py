@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-__all__ = ["Case", "Model", "MODELS", "block_table"]
+__all__ = ["AUTO", "MODELS", "Case", "Model", "block_table"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,10 @@ MODELS = {
 }
 
 
+# compute_ms meaning "as long as one layer's bulk transfer" (--compute-ms auto).
+AUTO = -1.0
+
+
 @dataclass(frozen=True)
 class Case:
     """One measured configuration."""
@@ -41,9 +45,11 @@ class Case:
     table: str = "sequential"  # paged: sequential | random | mixed
     destinations: int = 1
     mode: str = "bulk"  # or "layerwise"
-    compute_ms: float = 0.0  # layer-wise: simulated prefill per layer
+    compute_ms: float = 0.0  # layer-wise: simulated prefill per layer (AUTO: one layer's transfer)
     compute: str = "sleep"  # or "cpu": a real CPU workload of compute_ms
     tls: str = ""  # UCX_TLS ("" = UCX's default)
+    memory: str = "own"  # own: kvdist's pool on both sides; caller: numpy arrays registered
+    lanes: int = 0  # copy lanes of the PROMPT (0: kvdist's default)
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -85,7 +91,12 @@ class Case:
             parts += [f"b{self.block_tokens}", self.table]
         parts += [f"x{self.destinations}", self.mode]
         if self.mode == "layerwise":
-            parts.append(f"{self.compute_ms:g}ms-{self.compute}")
+            ms = "auto" if self.compute_ms == AUTO else f"{self.compute_ms:g}ms"
+            parts.append(f"{ms}-{self.compute}")
+        if self.memory != "own":
+            parts.append(f"{self.memory}-memory")
+        if self.lanes:
+            parts.append(f"lanes={self.lanes}")
         if self.tls:
             parts.append(f"tls={self.tls}")
         return " ".join(parts)

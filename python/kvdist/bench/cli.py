@@ -12,10 +12,11 @@ import time
 from typing import Any, Optional
 
 from kvdist.bench.baselines import memcpy_baseline, perftest_baseline
-from kvdist.bench.cases import MODELS, Case, Model
+from kvdist.bench.cases import AUTO, MODELS, Case, Model
 from kvdist.bench.peers import find_peers_dir, peer_baseline
 from kvdist.bench.report import markdown_table, print_table, write_json, write_plot
 from kvdist.bench.runner import Session, session_key
+from kvdist.bench.targets import target_ratios
 
 __all__ = ["main"]
 
@@ -23,8 +24,17 @@ __all__ = ["main"]
 MAX_SESSION_BYTES = 12 << 30
 
 
-def _csv(kind: type) -> Any:
+def _csv(kind: Any) -> Any:
     return lambda s: [kind(x) for x in s.split(",") if x]
+
+
+def lanes_in_use(lanes: int) -> int:
+    """The lanes a PROMPT runs with: as asked, or kvdist's default."""
+    return lanes if lanes else max(1, min(8, os.cpu_count() or 1))
+
+
+def _compute_ms(s: str) -> float:
+    return AUTO if s == "auto" else float(s)
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -62,7 +72,23 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         help="bulk (all layers ready) and/or layerwise",
     )
     p.add_argument(
-        "--compute-ms", type=float, default=10.0, help="layer-wise: simulated prefill per layer"
+        "--compute-ms",
+        type=_csv(_compute_ms),
+        default=[AUTO],
+        help="layer-wise: simulated prefill per layer, ms, or auto: as long as one layer's "
+        "bulk transfer (the hard case: compute equal to transfer). E.g. auto,10",
+    )
+    p.add_argument(
+        "--memory",
+        type=_csv(str),
+        default=["own"],
+        help="own (kvdist's pool on both sides) and/or caller (numpy arrays registered)",
+    )
+    p.add_argument(
+        "--lanes",
+        type=_csv(int),
+        default=[0],
+        help="copy lanes of the PROMPT to compare, e.g. 1,2 (0: kvdist's default, one per CPU)",
     )
     p.add_argument(
         "--compute",
@@ -133,21 +159,34 @@ def build_cases(a: argparse.Namespace) -> list[Case]:
             raise SystemExit(f"unknown model {name!r}")
     layouts = a.layout or ["contiguous", "paged"]
     cases = []
-    for model, tokens, layout, dests, tls in itertools.product(
-        models, a.tokens, layouts, a.destinations, a.tls
+    for model, tokens, layout, dests, tls, memory, lanes in itertools.product(
+        models, a.tokens, layouts, a.destinations, a.tls, a.memory, a.lanes
     ):
         blocks = a.block_tokens if layout == "paged" else [16]
         tables = a.table if layout == "paged" else ["sequential"]
         for block, table, mode in itertools.product(blocks, tables, a.mode):
-            case = Case(
-                model, tokens, layout, block, table, dests, mode, a.compute_ms, a.compute, tls
-            )
-            if case.bytes_per_destination * (1 + dests) > MAX_SESSION_BYTES:
-                print(
-                    f"skipped (over {MAX_SESSION_BYTES >> 30} GiB): {case.label()}", file=sys.stderr
+            for compute_ms in a.compute_ms if mode == "layerwise" else [0.0]:
+                case = Case(
+                    model,
+                    tokens,
+                    layout,
+                    block,
+                    table,
+                    dests,
+                    mode,
+                    compute_ms,
+                    a.compute,
+                    tls,
+                    memory=memory,
+                    lanes=lanes,
                 )
-                continue
-            cases.append(case)
+                if case.bytes_per_destination * (1 + dests) > MAX_SESSION_BYTES:
+                    print(
+                        f"skipped (over {MAX_SESSION_BYTES >> 30} GiB): {case.label()}",
+                        file=sys.stderr,
+                    )
+                    continue
+                cases.append(case)
     # Group cases of one session together so processes and caches are reused.
     cases.sort(key=lambda c: [str(k) for k in session_key(c)])
     return cases
@@ -201,6 +240,25 @@ def summary(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         if r.get("system") in ("memcpy", "ucx_perftest") and r.get("ok"):
             print(f"  baseline {r['label']}: {r['gbps']:.2f} GB/s")
+        if r.get("system") in ("nixl", "mooncake") and r.get("ok"):
+            cpu = ""
+            if r.get("cpu_prompt_s") is not None:
+                cpu = f", CPU {r['cpu_prompt_s']:.3f}/{r['cpu_decoders_s']:.3f} s per push"
+            print(f"  peer {r['label']} [{r.get('variant', '')}]: {r['gbps']:.2f} GB/s{cpu}")
+    for r in kv:
+        if r["mode"] == "layerwise" and r.get("fixed_tail_us") is not None:
+            print(
+                f"  {r['label']}: compute {r['compute_ms_used']:.2f} ms/layer, exposed "
+                f"{r['exposed_per_layer']:.2f}x one layer ({r['layer_bulk_ms']:.2f} ms); after "
+                f"the last layer: copy {r['last_copy_ms'] * 1000:.0f} us + fixed "
+                f"{r['fixed_tail_us']:.0f} us (wake-up {r['wake_us']:.0f} us); per layer: "
+                f"hand-off {r['handoff_us']:.0f} us + post {r['post_overhead_us']:.0f} us"
+            )
+    targets = target_ratios(rows)
+    if targets:
+        print("\nTargets (ratios in this run)")
+        for t in targets:
+            print(f"  {t['what']}: {t['ratio']:.2f} (target {t['target']})")
 
 
 def _bulk_ms(rows: list[dict[str, Any]], r: dict[str, Any]) -> float:
@@ -247,7 +305,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             "--peers: no bench/peers found from here (run from a kvdist checkout)", file=sys.stderr
         )
         a.peers = []
-    per_case = ("memcpy" in a.baselines) + 2 * ("perftest" in a.baselines) + len(a.peers)
+    copy_threads = sorted({1} | {lanes_in_use(c.lanes) for c in cases})
+    per_case = (
+        len(copy_threads) * ("memcpy" in a.baselines)
+        + 2 * ("perftest" in a.baselines)
+        + len(a.peers)
+    )
     steps = len(cases) + len(baseline_cases) * per_case
     progress = Progress(steps)
     rows: list[dict[str, Any]] = []
@@ -267,8 +330,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             session.close()
     for c in baseline_cases.values():
         if "memcpy" in a.baselines:
-            progress.step(f"memcpy {c.label()}")
-            rows.append(memcpy_baseline(c, a.reps))
+            for threads in copy_threads:
+                progress.step(f"memcpy {threads}T {c.label()}")
+                rows.append(memcpy_baseline(c, a.reps, threads))
         if "perftest" in a.baselines:
             for size in (c.put_bytes, c.bytes_per_destination):
                 progress.step(f"ucx_perftest {size} B")
@@ -287,6 +351,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "cpus": os.cpu_count(),
         "ucx_net_devices": os.environ.get("UCX_NET_DEVICES", ""),
     }
+    meta["targets"] = target_ratios(rows)
     if a.json:
         write_json(a.json, rows, meta)
         print(f"\nwrote {a.json}")

@@ -9,18 +9,30 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from kvdist.bench.cases import Case
 
 __all__ = ["find_peers_dir", "peer_baseline"]
 
-# Each library as its users run it: Mooncake's TCP transport with its queue
-# limits raised (the defaults reject paged batches), NIXL's defaults.
-VARIANTS = {"mooncake": "tcp/async/tuned", "nixl": "prepped:default"}
+# Each library at its best as its users run it. Mooncake: its TCP transport with the
+# queue limits raised (the defaults reject paged batches). NIXL: several configurations
+# (bench/peers/nixl_bench.py names them), the script reports the fastest verified one:
+# the initiator without a progress thread polling check_xfer_state itself (as nixlbench
+# does), the target's progress thread sleeping between events (pthrDelay 1 ms) instead of
+# spinning, and the UCX backend's thread pool (num_threads=2, every request split).
+VARIANTS = {
+    "mooncake": "tcp/async/tuned",
+    "nixl": "prepped:default:i=poll+t=pt1000,"
+    "prepped:default:i=poll+t=pt1000+nt2+sb1,"
+    "prepped:default:i=poll50+t=pt1000+nt2+sb1,"
+    "prepped:default:i=yield+t=pt1000+nt2+sb1,"
+    "init:default:i=poll+t=pt1000",
+}
+ATTEMPT_TIMEOUT_S = 180  # per variant; the script kills an attempt that runs longer
 
 
-def find_peers_dir(start: Optional[str] = None) -> Optional[Path]:
+def find_peers_dir(start: str | None = None) -> Path | None:
     """bench/peers of the checkout containing `start` (default: the working directory)."""
     here = Path(start or ".").resolve()
     for d in [here, *here.parents]:
@@ -30,9 +42,18 @@ def find_peers_dir(start: Optional[str] = None) -> Optional[Path]:
 
 
 def peer_baseline(
-    system: str, case: Case, reps: int, peers_dir: Path, python: Optional[str]
+    system: str,
+    case: Case,
+    reps: int,
+    peers_dir: Path,
+    python: str | None,
+    zero_check: bool = False,
+    variants: str | None = None,
 ) -> dict[str, Any]:
-    """Runs bench/peers/<system>_bench.py on the case's layout; one result row."""
+    """Runs bench/peers/<system>_bench.py on the case's layout; one result row: the
+    fastest verified variant, its name and CPU seconds per push (cpu_prompt_s: the
+    initiator, cpu_decoders_s: the target). zero_check: the target zeroes its cache
+    before every timed push and checks every byte after it."""
     row: dict[str, Any] = {
         "system": system,
         "label": f"{system} {case.label()}",
@@ -42,6 +63,8 @@ def peer_baseline(
         "mode": "bulk",
         "ok": False,
     }
+    variants = variants or VARIANTS[system]
+    budget = 120 + (ATTEMPT_TIMEOUT_S + 30) * len(variants.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "peer.json"
         cmd = [
@@ -59,16 +82,20 @@ def peer_baseline(
             str(reps),
             "--no-memcpy",
             "--variants",
-            VARIANTS[system],
+            variants,
+            "--timeout",
+            str(ATTEMPT_TIMEOUT_S),
             "--json",
             str(out),
         ]
         if python:
             cmd += ["--python", python]
+        if zero_check:
+            cmd.append("--zero-check")
         try:
-            subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            subprocess.run(cmd, capture_output=True, text=True, timeout=budget, check=False)
         except subprocess.TimeoutExpired:
-            row["error"] = f"{system} benchmark did not finish within 600 s"
+            row["error"] = f"{system} benchmark did not finish within {budget} s"
             return row
         if not out.exists():
             row["error"] = f"{system} benchmark wrote no result"
@@ -83,5 +110,11 @@ def peer_baseline(
         gbps_best=result["gbps_best"],
         transport=result.get("transport", ""),
         variant=result.get("variant", ""),
+        config=result.get("config") or "",
+        zero_check=bool(result.get("zero_check")),
     )
+    if result.get("cpu_initiator_s") is not None:
+        # CPU seconds per push, user + system of all threads, the keys kvdist's rows use
+        row["cpu_prompt_s"] = result["cpu_initiator_s"]
+        row["cpu_decoders_s"] = result["cpu_target_s"]
     return row

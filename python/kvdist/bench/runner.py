@@ -14,7 +14,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from kvdist.bench.cases import Case, block_table
+from kvdist.bench.cases import AUTO, Case, block_table
 
 __all__ = ["CaseResult", "Session", "session_key"]
 
@@ -50,6 +50,7 @@ def decoder_main(
     num_tensors: int,
     paged: bool,
     tls: str,
+    memory: str = "own",
 ) -> None:
     """A DECODER: links, allocates the destination cache, then serves commands."""
     if tls:
@@ -61,7 +62,7 @@ def decoder_main(
         "decoder", cluster_id, transfer_timeout_ms=60000, pool_bytes=nbytes + (1 << 30)
     ) as dd:
         dd.link(1, "127.0.0.1", port, timeout_ms=10000)
-        cache = dd.allocate(num_tensors, shape, "bfloat16", blocks=paged)
+        cache = _make_cache(dd, memory, num_tensors, shape, paged)
         for i in range(num_tensors):
             cache.tensor(i)[...] = 0  # first touch before timing
         conn.send(("ready", cache.addrs))
@@ -91,6 +92,15 @@ def decoder_main(
                 conn.send(("done", error, arrivals, cpu, hashes))
 
 
+def _make_cache(dd: Any, memory: str, num_tensors: int, shape: Any, paged: bool) -> Any:
+    """kvdist's own pool, or numpy arrays the caller owns, registered."""
+    if memory == "caller":
+        # numpy has no bfloat16: the same bytes as uint16.
+        arrays = [np.zeros(shape, dtype=np.uint16) for _ in range(num_tensors)]
+        return dd.register(arrays, blocks=paged)
+    return dd.allocate(num_tensors, shape, "bfloat16", blocks=paged)
+
+
 class PrefillSimulator:
     """Synchronizer: 'computes' each layer for compute_ms (sleep or real CPU work)."""
 
@@ -98,6 +108,7 @@ class PrefillSimulator:
         self.compute_ms = compute_ms
         self.kind = kind
         self.last_ready = 0.0
+        self.ready: list[float] = []  # per layer: when the layer was "written"
         self._a = np.random.default_rng(0).random((96, 96))
 
     def __call__(self, layer: int, timeout_ms: Optional[int]) -> bool:
@@ -109,6 +120,7 @@ class PrefillSimulator:
             else:
                 time.sleep(self.compute_ms / 1000.0)
         self.last_ready = time.monotonic()
+        self.ready.append(self.last_ready)
         return True
 
 
@@ -127,6 +139,13 @@ class CaseResult:
     cpu_prompt_s: float
     cpu_decoders_s: float
     verified: bool
+    # Layer-wise: the compute per layer used, one layer's share of a bulk push
+    # in the same session, and where the time after the last layer went.
+    compute_ms_used: Optional[float] = None
+    layer_bulk_ms: Optional[float] = None
+    last_copy_ms: Optional[float] = None  # last layer: posted -> confirmed
+    handoff_us: Optional[float] = None  # median: synchronizer returned -> kvdist saw it
+    wake_us: Optional[float] = None  # last layer confirmed -> wait() returned
 
     def as_dict(self) -> dict[str, Any]:
         c = self.case
@@ -158,12 +177,42 @@ class CaseResult:
             "cpu_prompt_s": self.cpu_prompt_s,
             "cpu_decoders_s": self.cpu_decoders_s,
             "verified": self.verified,
+            "memory": c.memory,
+            "lanes": c.lanes,
+            "lanes_used": c.lanes or max(1, min(8, os.cpu_count() or 1)),
+            "compute_ms_used": self.compute_ms_used,
+            "layer_bulk_ms": self.layer_bulk_ms,
+            "exposed_per_layer": (
+                self.exposed_ms / self.layer_bulk_ms
+                if self.exposed_ms is not None and self.layer_bulk_ms
+                else None
+            ),
+            "last_copy_ms": self.last_copy_ms,
+            "fixed_tail_us": (
+                (self.exposed_ms - self.last_copy_ms) * 1000
+                if self.exposed_ms is not None and self.last_copy_ms is not None
+                else None
+            ),
+            "handoff_us": self.handoff_us,
+            "wake_us": self.wake_us,
+            "per_layer_overhead_us": (
+                self.handoff_us + self.post_overhead_us if self.handoff_us is not None else None
+            ),
         }
 
 
 def session_key(case: Case) -> tuple:
     """Cases with equal keys share processes and caches."""
-    return (case.model, case.tokens, case.layout, case.block_tokens, case.destinations, case.tls)
+    return (
+        case.model,
+        case.tokens,
+        case.layout,
+        case.block_tokens,
+        case.destinations,
+        case.tls,
+        case.memory,
+        case.lanes,
+    )
 
 
 class Session:
@@ -189,8 +238,9 @@ class Session:
             sync_timeout_ms=60000,
             transfer_timeout_ms=60000,
             pool_bytes=nbytes + (1 << 30),
+            copy_lanes=case.lanes,
         )
-        self.src = self.dd.allocate(num_tensors, shape, "bfloat16", blocks=case.paged)
+        self.src = _make_cache(self.dd, case.memory, num_tensors, shape, case.paged)
         for i in range(num_tensors):
             t = self.src.tensor(i).reshape(-1)
             t[...] = (np.arange(t.size, dtype=np.uint32) * 2654435761 + i).astype(np.uint16)
@@ -200,7 +250,16 @@ class Session:
                 conn, child = CTX.Pipe()
                 proc = CTX.Process(
                     target=decoder_main,
-                    args=(child, self.dd.port, 2 + d, shape, num_tensors, case.paged, case.tls),
+                    args=(
+                        child,
+                        self.dd.port,
+                        2 + d,
+                        shape,
+                        num_tensors,
+                        case.paged,
+                        case.tls,
+                        case.memory,
+                    ),
                     daemon=True,
                 )
                 proc.start()
@@ -224,6 +283,47 @@ class Session:
         self.peers = []
         self.dd.close()
 
+    def _push(
+        self,
+        case: Case,
+        dests: list[Any],
+        blocks: tuple[Optional[list[int]], Optional[list[int]]],
+        compute_ms: float,
+        verify_blocks: Any,
+    ) -> dict[str, Any]:
+        """One timed push of the whole cache; the decoders' answers with it."""
+        for _, conn, _ in self.peers:
+            conn.send(("run", case.model.layers, verify_blocks, case.block_bytes))
+        for _, conn, _ in self.peers:
+            if not conn.poll(WAIT_S) or conn.recv()[0] != "armed":
+                raise RuntimeError("a decoder did not answer")
+        sync = PrefillSimulator(compute_ms, case.compute)
+        cpu0 = _cpu_seconds()
+        start = time.monotonic()
+        task = self.dd.transfer(self.src, dests, sync, src_blocks=blocks[0], dst_blocks=blocks[1])
+        code = task.wait(int(WAIT_S * 1000))
+        end = time.monotonic()
+        cpu = _cpu_seconds() - cpu0
+        answers = []
+        for _, conn, _ in self.peers:
+            if not conn.poll(WAIT_S):
+                raise RuntimeError("a decoder did not finish")
+            answers.append(conn.recv())
+        error = ""
+        if code != 0 or any(a[1] != 0 for a in answers):
+            error = f"code {code}, decoder codes {[a[1] for a in answers]}: " + "; ".join(
+                m for m in task.messages() if m
+            )
+        return {
+            "error": error,
+            "start": start,
+            "end": end,
+            "cpu": cpu,
+            "answers": answers,
+            "sync": sync,
+            "figures": task.figures() if not error else None,
+        }
+
     def run(self, case: Case, reps: int, verify: bool) -> CaseResult:
         layers = case.model.layers
         n = case.num_blocks
@@ -231,70 +331,76 @@ class Session:
         # destination of a paged push gets the same destination table.
         src_blocks = block_table(case.table, n, 1) if case.paged else None
         dst_blocks = block_table(case.table, n, 100) if case.paged else None
+        blocks = (src_blocks, dst_blocks)
         dests = [
             self.kvdist.Destination(2 + d, addrs) for d, (_, _, addrs) in enumerate(self.peers)
         ]
+        compute_ms = case.compute_ms if case.mode == "layerwise" else 0.0
+        layer_bulk_ms = None
+        if case.mode == "layerwise":
+            # One layer's share of a bulk push, measured here: the yardstick of
+            # the exposed time, and the compute per layer of --compute-ms auto.
+            bulk = []
+            for _ in range(3):
+                r = self._push(case, dests, blocks, 0.0, None)
+                if r["error"]:
+                    return _failed(case, r["error"])
+                bulk.append(r["end"] - r["start"])
+            layer_bulk_ms = statistics.median(bulk) * 1000 / layers
+            if compute_ms == AUTO:
+                compute_ms = layer_bulk_ms
         expected = None
         if verify:
             expected = _hash_regions(self.src, src_blocks, case.block_bytes)
         times, exposed, transfer_ms, post_us = [], [], [], []
+        last_copy, handoff, wake = [], [], []
         cpu_p, cpu_d = [], []
         puts = 0
         verified = not verify
-        error = ""
         for rep in range(reps + 1):  # the first one is a warm-up
             check = verify and rep == 1
-            for _, conn, _ in self.peers:
-                verify_blocks = (dst_blocks if case.paged else "all") if check else None
-                conn.send(("run", layers, verify_blocks, case.block_bytes))
-            for _, conn, _ in self.peers:
-                if not conn.poll(WAIT_S) or conn.recv()[0] != "armed":
-                    raise RuntimeError("a decoder did not answer")
-            sync = PrefillSimulator(
-                case.compute_ms if case.mode == "layerwise" else 0, case.compute
-            )
-            cpu0 = _cpu_seconds()
-            start = time.monotonic()
-            tasks = [
-                self.dd.transfer(
-                    self.src, dests, sync, src_blocks=src_blocks, dst_blocks=dst_blocks
-                )
-            ]
-            codes = [t.wait(int(WAIT_S * 1000)) for t in tasks]
-            end = time.monotonic()
-            cpu_p.append(_cpu_seconds() - cpu0)
-            answers = []
-            for _, conn, _ in self.peers:
-                if not conn.poll(WAIT_S):
-                    raise RuntimeError("a decoder did not finish")
-                answers.append(conn.recv())
-            if any(c != 0 for c in codes) or any(a[1] != 0 for a in answers):
-                error = f"codes {codes}, decoder codes {[a[1] for a in answers]}: " + "; ".join(
-                    m for t in tasks for m in t.messages() if m
-                )
-                break
+            verify_blocks = (dst_blocks if case.paged else "all") if check else None
+            r = self._push(case, dests, blocks, compute_ms, verify_blocks)
+            if r["error"]:
+                return _failed(case, r["error"])
+            answers = r["answers"]
             if check:
                 verified = all(a[4] == expected for a in answers)
             if rep == 0:
                 continue
-            times.append(end - start)
+            times.append(r["end"] - r["start"])
+            cpu_p.append(r["cpu"])
             cpu_d.append(sum(a[3] for a in answers))
-            if case.mode == "layerwise":
-                exposed.append((end - sync.last_ready) * 1000)
-            fig = tasks[0].figures()
+            fig = r["figures"]
             puts = fig["puts"]
-            per_layer = [
-                (layer["completed_ns"] - layer["synchronized_ns"]) / 1e6 for layer in fig["layers"]
-            ]
-            posted = [
-                (layer["posted_ns"] - layer["synchronized_ns"]) / 1e3 for layer in fig["layers"]
-            ]
-            transfer_ms.append(statistics.median(per_layer))
-            post_us.append(statistics.median(posted))
+            figs = fig["layers"]
+            transfer_ms.append(
+                statistics.median((f["completed_ns"] - f["synchronized_ns"]) / 1e6 for f in figs)
+            )
+            post_us.append(
+                statistics.median((f["posted_ns"] - f["synchronized_ns"]) / 1e3 for f in figs)
+            )
+            if case.mode == "layerwise":
+                sync = r["sync"]
+                exposed.append((r["end"] - sync.last_ready) * 1000)
+                base = fig["start_ns"] / 1e9  # the task's start on time.monotonic's clock
+                last = figs[-1]
+                last_copy.append((last["completed_ns"] - last["posted_ns"]) / 1e6)
+                wake.append((r["end"] - base - last["completed_ns"] / 1e9) * 1e6)
+                handoff.append(
+                    statistics.median(
+                        (base + f["synchronized_ns"] / 1e9 - ready) * 1e6
+                        for f, ready in zip(figs, sync.ready)
+                    )
+                )
         total = case.bytes_per_destination * case.destinations
-        if error or not times:
-            return CaseResult(case, False, error or "no run", 0, 0, 0, None, 0, 0, 0, 0, 0, False)
+        if not times:
+            return _failed(case, "no run")
         med = statistics.median(times)
+
+        def median_or_none(v: list[float]) -> Optional[float]:
+            return statistics.median(v) if v else None
+
         return CaseResult(
             case=case,
             ok=verified,
@@ -302,14 +408,23 @@ class Session:
             gbps=total / med / 1e9,
             gbps_best=total / min(times) / 1e9,
             elapsed_ms=med * 1000,
-            exposed_ms=statistics.median(exposed) if exposed else None,
+            exposed_ms=median_or_none(exposed),
             layer_transfer_ms=statistics.median(transfer_ms),
             post_overhead_us=statistics.median(post_us),
             puts=puts,
             cpu_prompt_s=statistics.median(cpu_p),
             cpu_decoders_s=statistics.median(cpu_d),
             verified=verified,
+            compute_ms_used=compute_ms if case.mode == "layerwise" else None,
+            layer_bulk_ms=layer_bulk_ms,
+            last_copy_ms=median_or_none(last_copy),
+            handoff_us=median_or_none(handoff),
+            wake_us=median_or_none(wake),
         )
+
+
+def _failed(case: Case, error: str) -> CaseResult:
+    return CaseResult(case, False, error, 0, 0, 0, None, 0, 0, 0, 0, 0, False)
 
 
 @contextmanager

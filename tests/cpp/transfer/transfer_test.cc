@@ -574,6 +574,93 @@ TEST_F(TransferTest, CallerOwnedMemoryOnBothSides) {
   EXPECT_TRUE(cm().deallocate_cache(src->cache_id).ok());
 }
 
+// Copy lanes (issue 10): layers above a stripe are cut and copied by
+// several threads; every byte still lands where it should, into kvdist's
+// pool (shared memory) and into caller-owned memory (cross-process copy).
+constexpr uint64_t kBig = uint64_t{6} << 20;
+
+RemoteCache registered(Decoder& d, uint32_t num_tensors, uint64_t bytes) {
+  auto r = d.proc().ok("register " + s(num_tensors) + " 1 " + s(bytes));
+  RemoteCache c;
+  c.id = std::stoll(r[1]);
+  for (size_t i = 2; i < r.size(); ++i) c.addrs.push_back(std::stoull(r[i]));
+  for (uint64_t a : c.addrs) d.fill(a, bytes, kCanary);
+  return c;
+}
+
+TEST_F(TransferTest, LargeLayersStripedIntoPoolAndCallerMemory) {
+  Decoder d2(2, port_);
+  Decoder d3(3, port_);
+  KvCache src = source(3, {1, static_cast<int64_t>(kBig)});
+  RemoteCache pool = destination(d2, false, 3, {1, static_cast<int64_t>(kBig)});
+  RemoteCache own = registered(d3, 6, kBig);
+  auto task = cm().transfer_cache_async(src, std::make_shared<Synchronizer>(),
+                                        {TransferConfig{2, pool.addrs, std::nullopt, 0},
+                                         TransferConfig{3, own.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(task.ok()) << task.status().to_string();
+  ASSERT_EQ(task->synchronize(), StatusCode::kSuccess) << task->result_message(1);
+  EXPECT_EQ(d2.wait(pool.id, 2, 5000), StatusCode::kSuccess);
+  EXPECT_EQ(d3.wait(own.id, 2, 5000), StatusCode::kSuccess);
+  for (uint32_t t = 0; t < 6; ++t) {
+    uint64_t want = local_hash(src.tensor_addrs[t], kBig);
+    EXPECT_EQ(d2.hash(pool.addrs[t], kBig), want) << t;
+    EXPECT_EQ(d3.hash(own.addrs[t], kBig), want) << t;
+  }
+}
+
+TEST_F(TransferTest, MemoryFreedDuringALargeCopyIsNotWrittenAfterItsRelease) {
+  Decoder d(2, port_);
+  constexpr uint64_t kLayer = uint64_t{32} << 20;
+  KvCache src = source(2, {1, static_cast<int64_t>(kLayer)});
+  RemoteCache dst = destination(d, false, 2, {1, static_cast<int64_t>(kLayer)});
+  auto gate = std::make_shared<GatedSynchronizer>();
+  auto task = cm().transfer_cache_async(src, gate, {TransferConfig{2, dst.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(task.ok());
+  gate->release(0);
+  // Freed while layer 0's 64 MiB are being copied by the lanes.
+  ASSERT_EQ(code(d.proc().ok("free " + s(static_cast<uint64_t>(dst.id)))[1]), StatusCode::kSuccess);
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (std::stoull(d.proc().ok("pool_used")[1]) != 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  // The memory is back: reused at once, it must keep what its new owner wrote.
+  RemoteCache reused = destination(d, false, 2, {1, static_cast<int64_t>(kLayer)});
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (uint64_t a : reused.addrs) EXPECT_EQ(d.hash(a, kLayer), canary_hash(kLayer));
+  // (Layer 1's addresses now belong to the new cache: what it writes there
+  // is the caller's business, as with any address it names.)
+  gate->release(1);
+  task->synchronize(7000);
+}
+
+TEST_F(TransferTest, DecoderKilledDuringLargeCopiesFailsOnlyItsConfig) {
+  auto d2 = std::make_unique<Decoder>(2, port_);
+  Decoder d3(3, port_);
+  constexpr uint64_t kLayer = uint64_t{16} << 20;
+  KvCache src = source(4, {1, static_cast<int64_t>(kLayer)});
+  RemoteCache a = registered(*d2, 8, kLayer);  // cross-process copies
+  RemoteCache b = destination(d3, false, 4, {1, static_cast<int64_t>(kLayer)});
+  auto gate = std::make_shared<GatedSynchronizer>();
+  auto task = cm().transfer_cache_async(
+      src, gate,
+      {TransferConfig{2, a.addrs, std::nullopt, 0}, TransferConfig{3, b.addrs, std::nullopt, 0}});
+  ASSERT_TRUE(task.ok());
+  gate->release(0);
+  gate->release(1);
+  ASSERT_EQ(d3.wait(b.id, 0, 5000), StatusCode::kSuccess);
+  d2->proc().kill_now();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (uint32_t l = 2; l < 4; ++l) gate->release(l);
+  EXPECT_EQ(task->synchronize(7000), StatusCode::kLinkFailed);
+  auto results = task->get_results();
+  EXPECT_EQ(results[0], StatusCode::kLinkFailed);
+  EXPECT_EQ(results[1], StatusCode::kSuccess);
+  EXPECT_EQ(d3.wait(b.id, 3, 5000), StatusCode::kSuccess);
+  for (uint32_t t = 0; t < 8; ++t) {
+    EXPECT_EQ(d3.hash(b.addrs[t], kLayer), local_hash(src.tensor_addrs[t], kLayer)) << t;
+  }
+}
+
 TEST_F(TransferTest, SourceFreedMidTransferIsReleasedAfterTheTask) {
   Decoder d(2, port_);
   uint64_t before = cm().pool_bytes_in_use();
@@ -821,6 +908,18 @@ TEST(OptionsTest, MissingRequiredOptionsNameTheOption) {
   ASSERT_TRUE(ok.ok());
   EXPECT_EQ(ok->sync_kv_timeout_ms, 250);
   EXPECT_EQ(ok->pool_max_bytes, 1048576u);
+  EXPECT_EQ(ok->copy_lanes, 0u);  // one per CPU
+  auto lanes =
+      Options::from_map(Role::kDecoder, {{"ge.exec.deviceId", "0"}, {"kvdist.CopyLanes", "3"}});
+  ASSERT_TRUE(lanes.ok());
+  EXPECT_EQ(lanes->copy_lanes, 3u);
+  for (const char* bad : {"-1", "65", "two", ""}) {
+    auto r =
+        Options::from_map(Role::kDecoder, {{"ge.exec.deviceId", "0"}, {"kvdist.CopyLanes", bad}});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), StatusCode::kParamInvalid);
+    EXPECT_NE(r.status().message().find("kvdist.CopyLanes"), std::string::npos);
+  }
 }
 
 }  // namespace

@@ -1,0 +1,88 @@
+"""The data path's targets (issue 10) as ratios of rows measured in one run."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+__all__ = ["target_ratios"]
+
+_SAME = ("model", "tokens", "layout", "table")
+
+
+def _find(rows: list[dict[str, Any]], **want: Any) -> Optional[dict[str, Any]]:
+    for r in rows:
+        if r.get("ok") and all(r.get(k) == v for k, v in want.items()):
+            return r
+    return None
+
+
+def target_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per comparison the rows allow: what, ratio, target."""
+    out: list[dict[str, Any]] = []
+
+    def add(what: str, ratio: float, target: str) -> None:
+        out.append({"what": what, "ratio": round(ratio, 3), "target": target})
+
+    for r in rows:
+        if r.get("system") != "kvdist" or not r.get("ok"):
+            continue
+        same = {k: r.get(k) for k in _SAME}
+        label = r["label"]
+        if r["mode"] == "bulk" and r["destinations"] == 1 and r.get("memory", "own") == "own":
+            threads = r.get("lanes_used") or 1
+            m = _find(rows, system="memcpy", threads=threads, layout=r["layout"], table=r["table"])
+            if m:
+                add(f"{label} / memcpy {threads}T", r["gbps"] / m["gbps"], ">= 0.9")
+            for peer in ("nixl", "mooncake"):
+                p = _find(rows, system=peer, layout=r["layout"])
+                if p:
+                    add(
+                        f"{label} / {peer} ({p.get('variant', '')})",
+                        r["gbps"] / p["gbps"],
+                        ">= 1.3",
+                    )
+            if r["layout"] == "paged":
+                c = _find(
+                    rows,
+                    system="kvdist",
+                    mode="bulk",
+                    layout="contiguous",
+                    destinations=1,
+                    model=r["model"],
+                    tokens=r["tokens"],
+                    lanes=r.get("lanes"),
+                    memory="own",
+                )
+                if c:
+                    add(f"{label} / contiguous", r["gbps"] / c["gbps"], ">= 0.8")
+        if r["mode"] == "bulk" and r.get("memory") == "caller":
+            o = _find(
+                rows,
+                system="kvdist",
+                mode="bulk",
+                memory="own",
+                destinations=r["destinations"],
+                lanes=r.get("lanes"),
+                **same,
+            )
+            if o:
+                add(f"{label} / own pool", r["gbps"] / o["gbps"], ">= 0.9")
+        if r["mode"] == "bulk" and r["destinations"] > 1:
+            one = _find(
+                rows,
+                system="kvdist",
+                mode="bulk",
+                destinations=1,
+                memory=r.get("memory"),
+                lanes=r.get("lanes"),
+                **same,
+            )
+            if one:
+                add(f"{label} / x1 (GB/s, all destinations)", r["gbps"] / one["gbps"], "scales")
+        if r["mode"] == "layerwise" and r.get("exposed_per_layer") is not None:
+            add(f"{label}: exposed / one layer", r["exposed_per_layer"], "<= 1.2 from 1k tokens")
+            if r.get("fixed_tail_us") is not None:
+                add(f"{label}: fixed tail, us", r["fixed_tail_us"], "< 100")
+            if r.get("per_layer_overhead_us") is not None:
+                add(f"{label}: per-layer overhead, us", r["per_layer_overhead_us"], "< 20")
+    return out
