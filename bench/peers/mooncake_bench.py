@@ -11,8 +11,10 @@ and, per layer, submits all that layer's writes as one batch
 connectors batch per layer. Variant ".../sync" uses `batch_transfer_sync_write`
 per layer instead (no overlap between layers).
 
-Variants tried in order (first that works is the headline; all are recorded):
+Variants (all are run and recorded; the fastest verified one is the headline):
   tcp/async, tcp/sync, rdma/async (no RDMA NIC here), shm/async (not in every build).
+Each records the CPU seconds per timed push of both processes (cpu_initiator_s,
+cpu_target_s); --zero-check zeroes and re-checks the destination around every timed push.
 
 Run: python3 bench/peers/mooncake_bench.py --layers 32 --tensor-bytes 8388608 \
         --mode contiguous|paged --block-bytes 32768 --reps 3 --json OUT.json
@@ -21,11 +23,12 @@ Install: python3 -m venv /tmp/peervenv && /tmp/peervenv/bin/pip install mooncake
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _peercommon as pc  # noqa: E402
+pc = importlib.import_module("_peercommon")  # the shared harness, next to this file
 
 SYSTEM = "mooncake-transfer-engine"
 # protocol/api[/tuned]; "tuned" raises the TCP transport's per-peer queue caps the way Mooncake
