@@ -1,6 +1,7 @@
 #include "core/task_state.h"
 
 #include <string>
+#include <thread>
 
 namespace kvdist::core {
 
@@ -21,6 +22,7 @@ int64_t TaskState::since_start_ns() const {
 
 bool TaskState::wait(std::optional<Clock::time_point> deadline) {
   std::unique_lock<std::mutex> lock(mu_);
+  bool spun = false;
   for (;;) {
     check_watchdog_locked();
     if (finished_) return true;
@@ -29,6 +31,18 @@ bool TaskState::wait(std::optional<Clock::time_point> deadline) {
       lock.unlock();
       finish_if(true);
       return true;
+    }
+    if (exited_ && !spun) {
+      // Every layer is posted: the end is about one layer's copy away. Wait
+      // for it awake (yielding) for a short while: a waiter that sleeps is
+      // woken tens of microseconds late on a virtual machine.
+      spun = true;
+      lock.unlock();
+      auto until = Clock::now() + kEndSpin;
+      if (deadline && *deadline < until) until = *deadline;
+      while (!finished_flag_.load() && Clock::now() < until) std::this_thread::yield();
+      lock.lock();
+      continue;
     }
     auto wake = deadline;
     if (in_sync_ && !sync_abandoned_ && sync_deadline_ && (!wake || *sync_deadline_ < *wake))
@@ -240,6 +254,7 @@ bool TaskState::maybe_finish_locked() {
     }
   }
   finished_ = true;
+  finished_flag_ = true;
   end_ = Clock::now();
   cv_.notify_all();
   return true;

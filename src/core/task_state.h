@@ -4,6 +4,7 @@
 #ifndef KVDIST_CORE_TASK_STATE_H_
 #define KVDIST_CORE_TASK_STATE_H_
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -20,6 +21,9 @@
 namespace kvdist::core {
 
 using Clock = std::chrono::steady_clock;
+
+// How long wait() stays awake for the end once every layer is posted.
+inline constexpr std::chrono::microseconds kEndSpin{1000};
 
 class TaskState {
  public:
@@ -90,6 +94,7 @@ class TaskState {
   bool exited_ = false;
   bool posting_ = false;
   bool finished_ = false;
+  std::atomic<bool> finished_flag_{false};  // finished_, for wait()'s spin
   Clock::time_point end_;
 
   // Watchdog of the synchronize_layer call in progress.

@@ -107,6 +107,10 @@ void TransferJob::run() {
     }
     state->end_post(layer);
   }
+  // Released here, on the job's own thread: the last write's completion
+  // (progress thread) would otherwise drop it, and a Python synchronizer
+  // then takes the GIL just when the task's waiter wants it back.
+  synchronizer.reset();
   state->job_exited();
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <climits>
 
 #include "mem/stream_copy.h"
@@ -19,6 +20,11 @@ struct CopyBatch {
   std::atomic<size_t> groups_left{0};
   std::atomic<bool> cancelled{false};
   std::atomic<int> error{0};
+  // The submitter waits a little for the lanes' last groups so that it can
+  // run done itself (no hand-over to a sleeping thread); whoever claims
+  // `done_claimed` first runs done.
+  std::atomic<bool> submitter_waiting{false};
+  std::atomic<bool> done_claimed{false};
   std::function<void(int)> done;
 };
 
@@ -89,12 +95,18 @@ void copy_group(CopyBatch& b, size_t g) {
   }
 }
 
-void finish_group(const std::shared_ptr<CopyBatch>& b) {
-  if (b->groups_left.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+void run_done(const std::shared_ptr<CopyBatch>& b) {
+  if (b->done_claimed.exchange(true)) return;
   int err = b->error.load();
   if (err == 0 && b->cancelled.load()) err = ECANCELED;
   auto done = std::move(b->done);
   if (done) done(err);
+}
+
+void finish_group(const std::shared_ptr<CopyBatch>& b) {
+  if (b->groups_left.fetch_sub(1) != 1) return;
+  if (b->submitter_waiting.load()) return;  // it sees groups_left == 0 and runs done
+  run_done(b);
 }
 
 }  // namespace
@@ -183,7 +195,16 @@ std::shared_ptr<CopyBatch> CopyLanes::run(std::vector<CopyPiece> pieces,
     unsigned wake = std::min<size_t>(helpers_.size(), b->group_end.size() - 1);
     for (unsigned i = 0; i < wake; ++i) cv_.notify_one();
   }
+  b->submitter_waiting = true;
   help(b);
+  // The lanes hold at most one group each now: wait for them (about one
+  // group's copy), yielding the CPU, then finish the batch here.
+  auto until = std::chrono::steady_clock::now() + kSubmitterWait;
+  while (b->groups_left.load() != 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::yield();
+  }
+  b->submitter_waiting = false;
+  if (b->groups_left.load() == 0) run_done(b);
   return b;
 }
 

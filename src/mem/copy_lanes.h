@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -39,6 +40,9 @@ class CopyLanes {
   static constexpr size_t kStripe = size_t{1} << 20;
   // Batches shorter than this are copied by the submitting thread alone.
   static constexpr size_t kMinShared = size_t{512} << 10;
+  // How long the submitter waits for the lanes' last groups before it
+  // leaves done to the lane that finishes last (a stripe takes ~100 us).
+  static constexpr std::chrono::microseconds kSubmitterWait{500};
 
   // `lanes` threads copy in all, the submitting thread included (so
   // lanes - 1 helper threads are started; 1: the submitter alone).
@@ -50,9 +54,10 @@ class CopyLanes {
   unsigned lanes() const { return lanes_; }
 
   // Copies the pieces; returns once every group has been claimed (the
-  // calling thread copied some of them). done(error) runs exactly once,
-  // when no copy of the batch runs or can start any more, on the thread that
-  // finished last (possibly the caller, inside run): error is 0, the first
+  // calling thread copied some of them) and, unless they take longer than
+  // kSubmitterWait, the lanes have finished theirs. done(error) runs exactly
+  // once, when no copy of the batch runs or can start any more: inside run
+  // on the calling thread, or on the lane that finished last: error is 0, the first
   // errno of a cross-process copy that failed, or ECANCELED after cancel().
   std::shared_ptr<CopyBatch> run(std::vector<CopyPiece> pieces, std::function<void(int)> done);
 

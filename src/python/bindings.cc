@@ -47,6 +47,28 @@ bool interpreter_alive() {
 }
 
 // A Python callable (layer, timeout_ms | None) -> bool as a LayerSynchronizer.
+// A Python thread state for a kvdist thread (a task's job thread) that
+// calls into Python, kept for the thread's life: without it pybind11
+// creates and deletes one around every call, on every layer.
+class ThreadStateKeeper {
+ public:
+  static void ensure() {
+    thread_local ThreadStateKeeper keeper;
+    if (keeper.ts_ == nullptr && PyGILState_GetThisThreadState() == nullptr) {
+      keeper.ts_ = PyThreadState_New(PyInterpreterState_Main());
+    }
+  }
+  ~ThreadStateKeeper() {
+    if (ts_ == nullptr || !interpreter_alive()) return;  // at exit: left to the interpreter
+    PyEval_RestoreThread(ts_);
+    PyThreadState_Clear(ts_);
+    PyThreadState_DeleteCurrent();
+  }
+
+ private:
+  PyThreadState* ts_ = nullptr;
+};
+
 class PySynchronizer : public kvdist::LayerSynchronizer {
  public:
   explicit PySynchronizer(py::object fn) : fn_(std::make_unique<py::object>(std::move(fn))) {}
@@ -60,6 +82,7 @@ class PySynchronizer : public kvdist::LayerSynchronizer {
   }
   bool synchronize_layer(uint32_t layer, std::optional<int32_t> timeout_ms) override {
     if (!interpreter_alive()) throw std::runtime_error("the Python interpreter is shutting down");
+    ThreadStateKeeper::ensure();
     py::gil_scoped_acquire gil;
     try {
       py::object timeout = timeout_ms ? py::object(py::int_(*timeout_ms)) : py::object(py::none());
