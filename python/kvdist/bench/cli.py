@@ -122,6 +122,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         "(default: bench/peers' choice, e.g. /tmp/peervenv/bin/python)",
     )
     p.add_argument("--no-verify", action="store_true", help="skip the byte comparison")
+    p.add_argument(
+        "--zero-check",
+        action="store_true",
+        help="zero every destination before every timed push and compare all bytes after "
+        "each (kvdist and the peers; untimed)",
+    )
     p.add_argument("--json", help="write all figures to this JSON file")
     p.add_argument("--plot", help="write a PNG plot to this file")
     p.add_argument("--markdown", help="write the results as a Markdown table to this file")
@@ -322,7 +328,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             if session_key(case) != key:
                 if session is not None:
                     session.close()
-                session = Session(case)
+                session = Session(case, a.zero_check)
                 key = session_key(case)
             rows.append(session.run(case, a.reps, not a.no_verify).as_dict())
     finally:
@@ -340,7 +346,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         for system in a.peers:
             progress.step(f"{system} {c.label()}")
             assert peers_dir is not None
-            rows.append(peer_baseline(system, c, a.reps, peers_dir, a.peers_python))
+            rows.append(
+                peer_baseline(system, c, a.reps, peers_dir, a.peers_python, zero_check=a.zero_check)
+            )
     progress.finish()
     print_table(rows)
     summary(rows)
