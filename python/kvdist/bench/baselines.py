@@ -55,6 +55,8 @@ def memcpy_baseline(case: Case, reps: int, threads: int = 1) -> dict[str, Any]:
         "system": "memcpy",
         "label": f"memcpy {threads}T {case.label()}",
         "threads": threads,
+        "model": case.model.name,
+        "tokens": case.tokens,
         "layout": case.layout,
         "table": case.table if case.paged else None,
         "put_bytes": case.put_bytes,

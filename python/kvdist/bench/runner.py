@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
 import multiprocessing as mp
 import os
 import statistics
@@ -98,8 +99,19 @@ def decoder_main(
 def _make_cache(dd: Any, memory: str, num_tensors: int, shape: Any, paged: bool) -> Any:
     """kvdist's own pool, or numpy arrays the caller owns, registered."""
     if memory == "caller":
-        # numpy has no bfloat16: the same bytes as uint16.
-        arrays = [np.zeros(shape, dtype=np.uint16) for _ in range(num_tensors)]
+        # One buffer the caller maps, as vLLM and NIXL's benchmark hold a KV
+        # cache, with transparent huge pages asked for (what the system's
+        # numpy does for large arrays where it can): the kernel's
+        # cross-process copy runs ~2.4x faster into 2 MiB pages than into
+        # 4 KiB ones. numpy has no bfloat16: the same bytes as uint16.
+        per = int(np.prod(shape)) * 2
+        buf = mmap.mmap(-1, per * num_tensors, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if hasattr(mmap, "MADV_HUGEPAGE"):
+            buf.madvise(mmap.MADV_HUGEPAGE)
+        flat = np.frombuffer(buf, dtype=np.uint16)
+        arrays = [
+            flat[i * per // 2 : (i + 1) * per // 2].reshape(shape) for i in range(num_tensors)
+        ]
         return dd.register(arrays, blocks=paged)
     return dd.allocate(num_tensors, shape, "bfloat16", blocks=paged)
 

@@ -30,17 +30,19 @@ def target_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         label = r["label"]
         if r["mode"] == "bulk" and r["destinations"] == 1 and r.get("memory", "own") == "own":
             threads = r.get("lanes_used") or 1
-            m = _find(rows, system="memcpy", threads=threads, layout=r["layout"], table=r["table"])
+            m = _find(rows, system="memcpy", threads=threads, **same)
             if m:
                 add(f"{label} / memcpy {threads}T", r["gbps"] / m["gbps"], ">= 0.9")
+        if r["mode"] == "bulk" and r["destinations"] == 1:
             for peer in ("nixl", "mooncake"):
-                p = _find(rows, system=peer, layout=r["layout"])
+                p = _find(rows, system=peer, **same)
                 if p:
                     add(
                         f"{label} / {peer} ({p.get('variant', '')})",
                         r["gbps"] / p["gbps"],
-                        ">= 1.3",
+                        ">= 1.3" if r.get("memory", "own") == "own" else "(caller memory)",
                     )
+        if r["mode"] == "bulk" and r["destinations"] == 1 and r.get("memory", "own") == "own":
             if r["layout"] == "paged":
                 c = _find(
                     rows,
