@@ -156,7 +156,7 @@ std::shared_ptr<CopyBatch> CopyLanes::run(std::vector<CopyPiece> pieces,
   // Stripes: long pieces are cut so that every lane gets a share.
   const bool shared = lanes_ > 1 && total >= kMinShared;
   size_t stripe = kStripe;
-  if (shared) stripe = std::max<size_t>(kMinShared / 2, std::min(kStripe, total / (2 * lanes_)));
+  if (shared) stripe = std::max<size_t>(kMinShared / 4, std::min(kStripe, total / (4 * lanes_)));
   b->pieces.reserve(pieces.size());
   size_t group_bytes = 0;
   for (const CopyPiece& p : pieces) {
