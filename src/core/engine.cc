@@ -1,6 +1,7 @@
 #include "core/engine.h"
 
 #include <string>
+#include <thread>
 
 #include "core/notes.h"
 #include "core/transfer_job.h"
@@ -210,6 +211,9 @@ Result<CacheTask> Engine::transfer(const KvCache& src_in,
   for (size_t c = 0; c < presets.size(); ++c) {
     if (!presets[c].ok()) state->preset(c, presets[c]);
   }
+  // A waiter that spins for the end takes a core: only where the lanes
+  // leave one free.
+  state->set_end_spin(transport_->copy_lanes() < std::thread::hardware_concurrency());
   auto job = std::make_shared<TransferJob>();
   job->state = state;
   job->transport = transport_;

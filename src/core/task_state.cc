@@ -1,7 +1,8 @@
 #include "core/task_state.h"
 
 #include <string>
-#include <thread>
+
+#include "common/spin.h"
 
 namespace kvdist::core {
 
@@ -32,15 +33,15 @@ bool TaskState::wait(std::optional<Clock::time_point> deadline) {
       finish_if(true);
       return true;
     }
-    if (exited_ && !spun) {
+    if (exited_ && !spun && end_spin_) {
       // Every layer is posted: the end is about one layer's copy away. Wait
-      // for it awake (yielding) for a short while: a waiter that sleeps is
+      // for it awake (spinning) for a short while: a waiter that sleeps is
       // woken tens of microseconds late on a virtual machine.
       spun = true;
       lock.unlock();
       auto until = Clock::now() + kEndSpin;
       if (deadline && *deadline < until) until = *deadline;
-      while (!finished_flag_.load() && Clock::now() < until) std::this_thread::yield();
+      spin_until([this] { return finished_flag_.load(); }, until);
       lock.lock();
       continue;
     }

@@ -42,6 +42,9 @@ class TaskState {
   TaskFigures figures();
   // Makes the watchdog look now (an abandoned synchronize_layer call).
   void poke();
+  // Whether wait() spins for the end once every layer is posted (kEndSpin);
+  // set before the task starts.
+  void set_end_spin(bool spin) { end_spin_ = spin; }
 
   // ---- the job thread ------------------------------------------------------
   // Waits until fewer than `window` layers are unconfirmed; false if the
@@ -95,6 +98,7 @@ class TaskState {
   bool posting_ = false;
   bool finished_ = false;
   std::atomic<bool> finished_flag_{false};  // finished_, for wait()'s spin
+  bool end_spin_ = true;
   Clock::time_point end_;
 
   // Watchdog of the synchronize_layer call in progress.

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <climits>
 
+#include "common/spin.h"
 #include "mem/stream_copy.h"
 
 namespace kvdist::mem {
@@ -198,11 +199,9 @@ std::shared_ptr<CopyBatch> CopyLanes::run(std::vector<CopyPiece> pieces,
   b->submitter_waiting = true;
   help(b);
   // The lanes hold at most one group each now: wait for them (about one
-  // group's copy), yielding the CPU, then finish the batch here.
+  // group's copy), spinning, then finish the batch here.
   auto until = std::chrono::steady_clock::now() + kSubmitterWait;
-  while (b->groups_left.load() != 0 && std::chrono::steady_clock::now() < until) {
-    std::this_thread::yield();
-  }
+  spin_until([&] { return b->groups_left.load() == 0; }, until);
   b->submitter_waiting = false;
   if (b->groups_left.load() == 0) run_done(b);
   return b;

@@ -939,6 +939,8 @@ void Transport::shutdown() {
 
 uint16_t Transport::listen_port() const { return impl_->port; }
 
+unsigned Transport::copy_lanes() const { return impl_->lanes->lanes(); }
+
 namespace {
 
 Result<MappedMemory> map_on_worker(Transport::Impl* self, uint64_t addr, uint64_t len,

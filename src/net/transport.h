@@ -79,6 +79,8 @@ class Transport {
   // memory, stops the progress thread. Idempotent.
   void shutdown();
   uint16_t listen_port() const;
+  // Copy lanes in use (the option, or the environment's override).
+  unsigned copy_lanes() const;
 
   // Memory allocated and registered by UCX (the fast put target on 1.13).
   Result<MappedMemory> map_memory(uint64_t len);

@@ -617,7 +617,19 @@ TEST_F(TransferTest, MemoryFreedDuringALargeCopyIsNotWrittenAfterItsRelease) {
   auto task = cm().transfer_cache_async(src, gate, {TransferConfig{2, dst.addrs, std::nullopt, 0}});
   ASSERT_TRUE(task.ok());
   gate->release(0);
-  // Freed while layer 0's 64 MiB are being copied by the lanes.
+  // Layer 0's write handed to the transport first (otherwise the new cache
+  // below could take the old addresses before the write is even looked up).
+  auto posted = Clock::now() + std::chrono::seconds(5);
+  auto layer0_posted = [&] {
+    auto f = task->figures();
+    return !f.layers.empty() && f.layers[0].posted_ns >= 0;
+  };
+  while (!layer0_posted() && Clock::now() < posted) std::this_thread::yield();
+  ASSERT_TRUE(layer0_posted());
+  // Freed while layer 0's 64 MiB are being copied (the progress thread
+  // copies too and handles the withdrawal only after its share, so a lane
+  // is still copying then only in a narrow window; the deferred release in
+  // Transport covers it).
   ASSERT_EQ(code(d.proc().ok("free " + s(static_cast<uint64_t>(dst.id)))[1]), StatusCode::kSuccess);
   auto deadline = Clock::now() + std::chrono::seconds(5);
   while (std::stoull(d.proc().ok("pool_used")[1]) != 0 && Clock::now() < deadline) {
