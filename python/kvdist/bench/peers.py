@@ -59,7 +59,10 @@ def peer_baseline(
         "label": f"{system} {case.label()}",
         "put_bytes": case.put_bytes,
         "bytes": case.bytes_per_destination,
+        "model": case.model.name,
+        "tokens": case.tokens,
         "layout": case.layout,
+        "table": case.table if case.paged else None,
         "mode": "bulk",
         "ok": False,
     }
