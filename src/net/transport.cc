@@ -424,8 +424,9 @@ struct Transport::Impl {
     const PendingWrite& w = it->second;
     if (w.flush_pending || w.batch_pending) return;
     if (w.peer->state == PeerState::kDown && w.peer->data != nullptr)
-      return;  // teardown completes it
-    complete_write(id, w.status);
+      return;                  // teardown completes it
+    Status status = w.status;  // complete_write erases w
+    complete_write(id, status);
   }
 
   // A copy batch of write `id` returned from the lanes (progress thread).
@@ -469,7 +470,7 @@ struct Transport::Impl {
     return n;
   }
 
-  void complete_write(uint64_t id, const Status& s) {
+  void complete_write(uint64_t id, Status s) {  // by value: s may live in the write
     auto it = writes.find(id);
     if (it == writes.end()) return;
     PendingWrite w = std::move(it->second);
