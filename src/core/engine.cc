@@ -192,8 +192,18 @@ Result<CacheTask> Engine::transfer(const KvCache& src_in,
     for (const auto& layer : plan.configs[c].puts) {
       for (const PlannedPut& p : layer) ranges.emplace_back(p.dst, p.len);
     }
-    Status s = transport_->check_remote(plan.configs[c].dst_cluster, ranges,
-                                        std::chrono::milliseconds(options_.transfer_timeout_ms));
+    std::vector<uint64_t> regions;
+    Status s =
+        transport_->check_remote(plan.configs[c].dst_cluster, ranges,
+                                 std::chrono::milliseconds(options_.transfer_timeout_ms), &regions);
+    if (s.ok() && regions.size() == ranges.size()) {
+      // Later writes must land in these very regions (not in memory freed
+      // and registered again at the same address meanwhile).
+      size_t i = 0;
+      for (auto& layer : plan.configs[c].puts) {
+        for (PlannedPut& p : layer) p.region = regions[i++];
+      }
+    }
     if (s.code() == StatusCode::kParamInvalid) {
       registry_->unpin(src.cache_id);
       return Status(StatusCode::kParamInvalid,

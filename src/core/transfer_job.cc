@@ -11,7 +11,7 @@ namespace {
 std::vector<net::WriteOp> to_ops(const std::vector<PlannedPut>& puts) {
   std::vector<net::WriteOp> ops;
   ops.reserve(puts.size());
-  for (const PlannedPut& p : puts) ops.push_back({p.src, p.dst, p.len});
+  for (const PlannedPut& p : puts) ops.push_back({p.src, p.dst, p.len, p.region});
   return ops;
 }
 

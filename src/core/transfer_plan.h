@@ -15,6 +15,8 @@ struct PlannedPut {
   uint64_t src = 0;
   uint64_t dst = 0;
   uint64_t len = 0;
+  // The destination's region when the call was checked (0: not known).
+  uint64_t region = 0;
 };
 
 struct ConfigPlan {

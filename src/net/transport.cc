@@ -1168,19 +1168,26 @@ std::vector<uint64_t> Transport::peers() {
 
 Status Transport::check_remote(uint64_t peer_id,
                                const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
-                               std::chrono::milliseconds timeout) {
+                               std::chrono::milliseconds timeout,
+                               std::vector<uint64_t>* region_ids) {
   Impl* self = impl_.get();
   auto waiter = std::make_shared<Waiter>();
+  // Filled before the waiter is set; outlives a caller that gave up.
+  auto ids = std::make_shared<std::vector<uint64_t>>();
   // Runs on the progress thread; `ranges` is copied for the pong path.
-  auto check = [self, peer_id, ranges](bool final_try, const std::shared_ptr<Waiter>& w) -> bool {
+  auto check = [self, peer_id, ranges, ids](bool final_try,
+                                            const std::shared_ptr<Waiter>& w) -> bool {
     auto it = self->peers.find(peer_id);
     if (it == self->peers.end() || it->second->state != Impl::PeerState::kUp) {
       w->set(
           Status(StatusCode::kNotYetLink, "cluster " + std::to_string(peer_id) + " is not linked"));
       return true;
     }
+    ids->clear();
     for (const auto& [addr, len] : ranges) {
-      if (it->second->remote.find(addr, len) == nullptr) {
+      const auto* region = it->second->remote.find(addr, len);
+      if (region != nullptr) ids->push_back(region->id);
+      if (region == nullptr) {
         if (!final_try) return false;
         char buf[96];
         std::snprintf(buf, sizeof(buf), "[0x%llx, +%llu)", static_cast<unsigned long long>(addr),
@@ -1207,7 +1214,9 @@ Status Transport::check_remote(uint64_t peer_id,
       },
       kSyncTimeout);
   if (!ran.ok()) return ran;
-  return waiter->wait(timeout, "region table refresh");
+  Status s = waiter->wait(timeout, "region table refresh");
+  if (s.ok() && region_ids != nullptr) *region_ids = *ids;
+  return s;
 }
 
 void Transport::write(uint64_t peer_id, std::vector<WriteOp> ops, std::string note,
@@ -1225,6 +1234,17 @@ void Transport::write(uint64_t peer_id, std::vector<WriteOp> ops, std::string no
     regions.reserve(ops.size());
     for (const WriteOp& op : ops) {
       const auto* region = peer->remote.find(op.remote_addr, op.len);
+      if (region != nullptr && op.region_id != 0 && region->id != op.region_id) {
+        char buf[96];
+        std::snprintf(buf, sizeof(buf), "[0x%llx, +%llu)",
+                      static_cast<unsigned long long>(op.remote_addr),
+                      static_cast<unsigned long long>(op.len));
+        done(Status(StatusCode::kParamInvalid,
+                    std::string("destination ") + buf + " is no longer the memory cluster " +
+                        std::to_string(peer_id) +
+                        " registered when the transfer started (freed and registered again)"));
+        return;
+      }
       if (region == nullptr) {
         char buf[96];
         std::snprintf(buf, sizeof(buf), "[0x%llx, +%llu)",

@@ -37,6 +37,10 @@ struct WriteOp {
   uint64_t local_addr = 0;
   uint64_t remote_addr = 0;
   uint64_t len = 0;
+  // The peer's region the range must still lie in (0: any region). A range
+  // whose memory was withdrawn and registered again at the same address is
+  // then refused, not written into its new owner.
+  uint64_t region_id = 0;
 };
 
 struct TransportOptions {
@@ -109,9 +113,11 @@ class Transport {
   // kSuccess if every (addr, len) lies in one region `peer` exposed. On a
   // miss, first waits (up to timeout) until the peer has answered a ping, so
   // regions it exposed before the ping are known. kParamInvalid naming the
-  // first range outside, kNotYetLink if the peer is not linked.
+  // first range outside, kNotYetLink if the peer is not linked. On success
+  // region_ids (if given) holds the region of each range.
   Status check_remote(uint64_t peer, const std::vector<std::pair<uint64_t, uint64_t>>& ranges,
-                      std::chrono::milliseconds timeout);
+                      std::chrono::milliseconds timeout,
+                      std::vector<uint64_t>* region_ids = nullptr);
 
   // Writes ops to `peer`. Every op is checked against the peer's regions
   // before any is posted (kParamInvalid, nothing written). Once all are

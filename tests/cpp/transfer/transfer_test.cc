@@ -639,10 +639,13 @@ TEST_F(TransferTest, MemoryFreedDuringALargeCopyIsNotWrittenAfterItsRelease) {
   RemoteCache reused = destination(d, false, 2, {1, static_cast<int64_t>(kLayer)});
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   for (uint64_t a : reused.addrs) EXPECT_EQ(d.hash(a, kLayer), canary_hash(kLayer));
-  // (Layer 1's addresses now belong to the new cache: what it writes there
-  // is the caller's business, as with any address it names.)
+  // Layer 1's addresses now lie in the new cache's region: the task checked
+  // its destinations against the old one, so it refuses to write there.
   gate->release(1);
-  task->synchronize(7000);
+  EXPECT_EQ(task->synchronize(7000), StatusCode::kParamInvalid);
+  EXPECT_NE(task->result_message(0).find("registered again"), std::string::npos)
+      << task->result_message(0);
+  for (uint64_t a : reused.addrs) EXPECT_EQ(d.hash(a, kLayer), canary_hash(kLayer));
 }
 
 TEST_F(TransferTest, DecoderKilledDuringLargeCopiesFailsOnlyItsConfig) {
