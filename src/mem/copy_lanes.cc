@@ -7,7 +7,6 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <climits>
 
 #include "common/spin.h"
 #include "mem/stream_copy.h"

@@ -63,6 +63,14 @@ bool tls_allows_shared_memory() {
   return exclude ? !named : named;
 }
 
+// "destination [0x..., +len)", as the errors about a peer's memory say it.
+std::string destination_text(uint64_t addr, uint64_t len) {
+  char buf[96];
+  std::snprintf(buf, sizeof(buf), "destination [0x%llx, +%llu)",
+                static_cast<unsigned long long>(addr), static_cast<unsigned long long>(len));
+  return buf;
+}
+
 Status ucx_status(StatusCode code, const std::string& what, ucs_status_t s) {
   return Status(code, what + ": " + ucs_status_string(s));
 }
@@ -1189,10 +1197,7 @@ Status Transport::check_remote(uint64_t peer_id,
       if (region != nullptr) ids->push_back(region->id);
       if (region == nullptr) {
         if (!final_try) return false;
-        char buf[96];
-        std::snprintf(buf, sizeof(buf), "[0x%llx, +%llu)", static_cast<unsigned long long>(addr),
-                      static_cast<unsigned long long>(len));
-        w->set(Status(StatusCode::kParamInvalid, std::string("destination ") + buf +
+        w->set(Status(StatusCode::kParamInvalid, destination_text(addr, len) +
                                                      " is outside the memory cluster " +
                                                      std::to_string(peer_id) + " registered"));
         return true;
@@ -1235,22 +1240,14 @@ void Transport::write(uint64_t peer_id, std::vector<WriteOp> ops, std::string no
     for (const WriteOp& op : ops) {
       const auto* region = peer->remote.find(op.remote_addr, op.len);
       if (region != nullptr && op.region_id != 0 && region->id != op.region_id) {
-        char buf[96];
-        std::snprintf(buf, sizeof(buf), "[0x%llx, +%llu)",
-                      static_cast<unsigned long long>(op.remote_addr),
-                      static_cast<unsigned long long>(op.len));
         done(Status(StatusCode::kParamInvalid,
-                    std::string("destination ") + buf + " is no longer the memory cluster " +
+                    destination_text(op.remote_addr, op.len) + " is no longer the memory cluster " +
                         std::to_string(peer_id) +
                         " registered when the transfer started (freed and registered again)"));
         return;
       }
       if (region == nullptr) {
-        char buf[96];
-        std::snprintf(buf, sizeof(buf), "[0x%llx, +%llu)",
-                      static_cast<unsigned long long>(op.remote_addr),
-                      static_cast<unsigned long long>(op.len));
-        done(Status(StatusCode::kParamInvalid, std::string("destination ") + buf +
+        done(Status(StatusCode::kParamInvalid, destination_text(op.remote_addr, op.len) +
                                                    " is not (or no longer) memory cluster " +
                                                    std::to_string(peer_id) + " registered"));
         return;
