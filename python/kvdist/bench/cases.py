@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 
@@ -51,6 +52,11 @@ class Case:
     memory: str = "own"  # own: kvdist's pool on both sides; caller: numpy arrays registered
     lanes: int = 0  # copy lanes of the PROMPT (0: kvdist's default)
     extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def lanes_used(self) -> int:
+        """The PROMPT's copy lanes: as asked, or kvdist's default (one per CPU, at most 8)."""
+        return self.lanes if self.lanes else max(1, min(8, os.cpu_count() or 1))
 
     @property
     def paged(self) -> bool:

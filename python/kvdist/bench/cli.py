@@ -28,11 +28,6 @@ def _csv(kind: Any) -> Any:
     return lambda s: [kind(x) for x in s.split(",") if x]
 
 
-def lanes_in_use(lanes: int) -> int:
-    """The lanes a PROMPT runs with: as asked, or kvdist's default."""
-    return lanes if lanes else max(1, min(8, os.cpu_count() or 1))
-
-
 def _compute_ms(s: str) -> float:
     return AUTO if s == "auto" else float(s)
 
@@ -311,7 +306,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             "--peers: no bench/peers found from here (run from a kvdist checkout)", file=sys.stderr
         )
         a.peers = []
-    copy_threads = sorted({1} | {lanes_in_use(c.lanes) for c in cases})
+    copy_threads = sorted({1} | {c.lanes_used for c in cases})
     per_case = (
         len(copy_threads) * ("memcpy" in a.baselines)
         + 2 * ("perftest" in a.baselines)

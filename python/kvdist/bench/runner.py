@@ -194,7 +194,7 @@ class CaseResult:
             "verified": self.verified,
             "memory": c.memory,
             "lanes": c.lanes,
-            "lanes_used": c.lanes or max(1, min(8, os.cpu_count() or 1)),
+            "lanes_used": c.lanes_used,
             "compute_ms_used": self.compute_ms_used,
             "layer_bulk_ms": self.layer_bulk_ms,
             "exposed_per_layer": (
