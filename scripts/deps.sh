@@ -3,7 +3,7 @@
 # what is missing.
 set -euo pipefail
 need=()
-for pkg in build-essential cmake ninja-build pkg-config libucx-dev ucx-utils libgtest-dev \
+for pkg in build-essential cmake ninja-build pkg-config libucx-dev libssl-dev ucx-utils libgtest-dev \
            googletest iproute2 clang-format valgrind; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

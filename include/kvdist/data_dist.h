@@ -37,10 +37,17 @@ struct Options {
   // transport's progress thread included: one write is striped over them,
   // several destinations share them. 0: one per online CPU, at most 8.
   uint32_t copy_lanes = 0;
+  // A shared secret every link must prove, both ways, in its handshake
+  // (kvdist.AuthSecret; HMAC-SHA256 challenge-response). Empty: the
+  // environment's KVDIST_AUTH_SECRET, else links are not authenticated.
+  // A wrong or missing secret on either side: the link fails with
+  // kLinkFailed saying so, and the listener logs the refusal.
+  std::string auth_secret;
 
   // Builds Options from LLM-DataDist option keys (llm.listenIpInfo,
   // llm.SyncKvCacheWaitTime, ge.flowGraphMemMaxSize, ge.exec.deviceId,
-  // kvdist.TransferTimeout, kvdist.InflightLayers, kvdist.CopyLanes).
+  // kvdist.TransferTimeout, kvdist.InflightLayers, kvdist.CopyLanes,
+  // kvdist.AuthSecret).
   // Unknown keys are ignored.
   // A PROMPT without llm.listenIpInfo, or a missing ge.exec.deviceId, is
   // kParamInvalid naming the option.
@@ -60,6 +67,9 @@ struct PeerMessage {
 struct LinkResult {
   StatusCode status = StatusCode::kSuccess;  // first failure, else kSuccess
   std::vector<StatusCode> per_cluster;
+  // Why each failed ("" where it succeeded): e.g. a refusal for a wrong
+  // shared secret.
+  std::vector<std::string> messages;
 };
 
 // Thread-safe unless stated. Several DataDists may live in one process (the

@@ -136,7 +136,10 @@ class DataDist:
     ``listen`` ("ip:port", port 0 for any) is required for a PROMPT.
     ``sync_timeout_ms`` bounds each synchronizer call, ``transfer_timeout_ms``
     the confirmation of each layer's writes. ``copy_lanes``: threads that
-    copy into DECODERs on this host (0: one per CPU, at most 8). Use as a
+    copy into DECODERs on this host (0: one per CPU, at most 8).
+    ``auth_secret``: a shared secret every link must prove both ways (empty:
+    ``KVDIST_AUTH_SECRET`` from the environment, else no authentication); a
+    wrong or missing one fails the link with ``LLM_LINK_FAILED``. Use as a
     context manager, or call :meth:`close`.
     """
 
@@ -151,11 +154,18 @@ class DataDist:
         pool_bytes: int = 16 << 30,
         inflight_layers: int = 4,
         copy_lanes: int = 0,
+        auth_secret: str = "",
     ) -> None:
         self.role = Role[role.upper()] if isinstance(role, str) else Role(role)
         self._native = _kvdist.DataDist(int(self.role), cluster_id)
         self._native.init(
-            listen, sync_timeout_ms, transfer_timeout_ms, pool_bytes, inflight_layers, copy_lanes
+            listen,
+            sync_timeout_ms,
+            transfer_timeout_ms,
+            pool_bytes,
+            inflight_layers,
+            copy_lanes,
+            auth_secret,
         )
 
     @property
@@ -185,15 +195,17 @@ class DataDist:
 
     def link(self, cluster_id: int, host: str, port: int, *, timeout_ms: int = 3000) -> Link:
         """Links to the PROMPT ``cluster_id`` listening at host:port."""
-        code, codes = self._native.link([(cluster_id, host, port)], timeout_ms)
+        code, codes, why = self._native.link([(cluster_id, host, port)], timeout_ms)
         if codes and codes[0] != StatusCode.SUCCESS:
-            raise _error(codes[0], f"link to cluster {cluster_id} at {host}:{port} failed")
+            raise _error(
+                codes[0], f"link to cluster {cluster_id} at {host}:{port} failed: {why[0]}"
+            )
         return Link(self, cluster_id)
 
     def unlink(self, cluster_id: int, *, timeout_ms: int = 3000) -> None:
-        code, codes = self._native.unlink([(cluster_id, "", 0)], timeout_ms)
+        code, codes, why = self._native.unlink([(cluster_id, "", 0)], timeout_ms)
         if codes and codes[0] != StatusCode.SUCCESS:
-            raise _error(codes[0], f"unlink from cluster {cluster_id} failed")
+            raise _error(codes[0], f"unlink from cluster {cluster_id} failed: {why[0]}")
 
     @property
     def linked(self) -> list[int]:

@@ -49,7 +49,7 @@ def check_isinstance(
     wanted = _as_list(classes)
     if not any(isinstance(arg_value, clazz) for clazz in wanted):
         raise TypeError(
-            f"{extra_fmt}{arg_name} only support {_names(wanted)}, " f"but got {type(arg_value)}."
+            f"{extra_fmt}{arg_name} only support {_names(wanted)}, but got {type(arg_value)}."
         )
     if inner_class is not None:
         inner = _as_list(inner_class)

@@ -27,6 +27,19 @@ _log = logging.getLogger("llm_datadist")
 _ROLE_NAMES = {LLMRole.PROMPT: "Prompt", LLMRole.DECODER: "Decoder", LLMRole.MIX: "Mix"}
 
 
+def _log_failures(call: str, clusters: Any, codes: list[int], why: list[str]) -> None:
+    """Codes are returned, not raised (as the original); the reasons go to the log."""
+    for cluster, code, text in zip(clusters, codes, why):
+        if code != 0:
+            _log.warning(
+                "%s: cluster %s: %s (%s)",
+                call,
+                cluster.remote_cluster_id,
+                text,
+                code_2_status(code),
+            )
+
+
 def _native_cluster(cluster: LLMClusterInfo) -> tuple[int, str, int]:
     check_uint64("remote_cluster_id", cluster.remote_cluster_id)
     if not cluster.remote_ip_info_list:
@@ -219,7 +232,10 @@ class LLMDataDist:
         self._check_is_inited()
         self._check_link_args(clusters, timeout)
         native_clusters = [_native_cluster(cluster) for cluster in clusters]
-        ret, rets = _native.call("[link_clusters]", "", self._native.link, native_clusters, timeout)
+        ret, rets, why = _native.call(
+            "[link_clusters]", "", self._native.link, native_clusters, timeout
+        )
+        _log_failures("link_clusters", clusters, rets, why)
         return code_2_status(ret), [code_2_status(code) for code in rets]
 
     def unlink_clusters(
@@ -237,9 +253,10 @@ class LLMDataDist:
         self._check_link_args(clusters, timeout)
         check_isinstance("force", force, bool)
         native_clusters = [_native_cluster(cluster) for cluster in clusters]
-        ret, rets = _native.call(
+        ret, rets, why = _native.call(
             "[unlink_clusters]", "", self._native.unlink, native_clusters, timeout
         )
+        _log_failures("unlink_clusters", clusters, rets, why)
         return code_2_status(ret), [code_2_status(code) for code in rets]
 
     def check_link_status(self, remote_cluster_id: int) -> None:

@@ -53,6 +53,7 @@ Result<std::unique_ptr<Engine>> Engine::start(Role role, uint64_t cluster_id,
   t.cluster_id = cluster_id;
   t.write_timeout = std::chrono::milliseconds(options.transfer_timeout_ms);
   t.copy_lanes = options.copy_lanes;
+  t.auth_secret = options.auth_secret;
   if (!options.listen_ip_info.empty()) {
     if (!parse_ip_port(options.listen_ip_info, &t.listen_ip, &t.listen_port)) {
       return Status(StatusCode::kParamInvalid,
@@ -125,11 +126,13 @@ LinkResult per_cluster(const std::vector<ClusterInfo>& clusters, Op op) {
   if (clusters.size() > kMaxClustersPerCall) {
     r.status = StatusCode::kClusterNumExceedLimit;
     r.per_cluster.assign(clusters.size(), StatusCode::kClusterNumExceedLimit);
+    r.messages.assign(clusters.size(), "more than 16 clusters in one call");
     return r;
   }
   for (const ClusterInfo& c : clusters) {
     Status s = op(c);
     r.per_cluster.push_back(s.code());
+    r.messages.push_back(s.ok() ? std::string() : s.message());
     if (!s.ok() && r.status == StatusCode::kSuccess) r.status = s.code();
   }
   return r;

@@ -68,6 +68,7 @@ Result<Options> Options::from_map(Role role, const std::map<std::string, std::st
     }
     o.copy_lanes = static_cast<uint32_t>(v);
   }
+  if (const std::string* secret = get("kvdist.AuthSecret")) o.auth_secret = *secret;
   return o;
 }
 

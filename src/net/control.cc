@@ -89,14 +89,8 @@ ucs_status_t Transport::Impl::on_am(void* arg, const void* /*header*/, size_t /*
 void Transport::Impl::handle(ucp_ep_h ep, const std::string& bytes) {
   Message msg;
   bool valid = decode(bytes, &msg);
-  auto acc = accepting.find(ep);
-  if (acc != accepting.end()) {
-    accepting.erase(acc);
-    if (!valid || msg.type != MsgType::kHello) {
-      refuse(ep, StatusCode::kLinkFailed, "malformed handshake or unsupported protocol version");
-      return;
-    }
-    on_hello(ep, msg);
+  if (accepting.count(ep) != 0) {
+    on_handshake(ep, valid, msg);
     return;
   }
   auto it = by_ctrl.find(ep);
@@ -155,7 +149,11 @@ void Transport::Impl::handle(ucp_ep_h ep, const std::string& bytes) {
       fail_peer(peer, Status(StatusCode::kLinkFailed,
                              "cluster " + std::to_string(peer->cluster_id) + " unlinked"));
       break;
+    case MsgType::kChallenge:
+      on_challenge(peer, msg);
+      break;
     case MsgType::kHello:
+    case MsgType::kAuth:
       fail_peer(peer, Status(StatusCode::kLinkFailed, "unexpected handshake"));
       break;
     case MsgType::kProbe: {

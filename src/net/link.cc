@@ -143,8 +143,19 @@ void Transport::Impl::accept(ucp_conn_request_h request) {
   p.err_handler.cb = on_ep_error;
   p.err_handler.arg = this;
   ucp_ep_h ep = nullptr;
+  Accepting acc;
+  acc.deadline = Clock::now() + options.accept_timeout;
+  ucp_conn_request_attr_t attr{};
+  attr.field_mask = UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR;
+  if (ucp_conn_request_query(request, &attr) == UCS_OK &&
+      attr.client_address.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&attr.client_address);
+    char ip[INET_ADDRSTRLEN] = {};
+    inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+    acc.from = std::string(ip) + ":" + std::to_string(ntohs(in->sin_port));
+  }
   if (ucp_ep_create(worker->worker(), &p, &ep) != UCS_OK) return;
-  accepting.emplace(ep, Clock::now() + options.accept_timeout);
+  accepting.emplace(ep, std::move(acc));
 }
 
 void Transport::Impl::refuse(ucp_ep_h ep, StatusCode code, const std::string& text) {
@@ -200,7 +211,7 @@ Status Transport::connect(uint64_t peer_id, const std::string& ip, uint16_t port
         peer->connect_deadline = Clock::now() + timeout;
         self->peers[peer_id] = peer;
         self->by_ctrl[ep] = peer;
-        self->send(ep, self->hello(MsgType::kHello, peer_id));
+        self->send(ep, self->client_hello(*peer));
       },
       kSyncTimeout);
   if (!ran.ok()) return ran;

@@ -20,6 +20,12 @@ void Transport::Impl::add_remote_regions(Peer& peer, const std::vector<RegionInf
   }
 }
 
+bool Transport::Impl::knows_regions(const Peer& peer) {
+  // A client's table went out with its proof; the listener's with its
+  // answer, once the peer is up. Messages after either arrive after it.
+  return peer.state == PeerState::kUp || (peer.state == PeerState::kConnecting && peer.auth_sent);
+}
+
 std::vector<RegionInfo> Transport::Impl::local_regions() const {
   std::vector<RegionInfo> out;
   local.for_each([&](const auto& r) {
@@ -164,7 +170,7 @@ Result<uint64_t> Transport::expose(uint64_t mem_id, uint64_t base, uint64_t len)
         m.type = MsgType::kRegionAdd;
         m.regions.push_back({region_id, base, len, it->second.rkey});
         for (auto& [id, peer] : self->peers) {
-          if (peer->state == Impl::PeerState::kUp) self->send(peer->ctrl, m);
+          if (Impl::knows_regions(*peer)) self->send(peer->ctrl, m);
         }
       },
       kSyncTimeout);
@@ -187,7 +193,7 @@ void Transport::withdraw(uint64_t region_id, std::function<void()> done) {
     m.type = MsgType::kRegionDel;
     m.value = region_id;
     for (auto& [id, peer] : self->peers) {
-      if (peer->state != Impl::PeerState::kUp) continue;
+      if (!Impl::knows_regions(*peer)) continue;
       w.waiting.insert(id);
       self->send(peer->ctrl, m);
     }

@@ -5,10 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
 
+#include "net/auth.h"
 #include "net/transport_impl.h"
 
 namespace kvdist::net {
@@ -26,6 +28,9 @@ std::string host_id() {
   std::getline(boot, boot_id);
   return id + "/" + boot_id;
 }
+
+// 127.0.0.0/8: only this host can reach a listener there.
+bool loopback(const std::string& ip) { return ip.rfind("127.", 0) == 0; }
 
 // Whether UCX_TLS lets peers on this host share memory. A list naming no
 // shared-memory transport (e.g. "tcp") asks for the network path: kvdist's
@@ -56,7 +61,7 @@ bool tls_allows_shared_memory() {
 void Transport::Impl::tick() {
   auto now = Clock::now();
   for (auto it = accepting.begin(); it != accepting.end();) {
-    if (it->second <= now) {
+    if (it->second.deadline <= now) {
       close_ep(it->first, true);
       it = accepting.erase(it);
     } else {
@@ -122,6 +127,18 @@ Result<std::unique_ptr<Transport>> Transport::start(const TransportOptions& opti
     impl->direct_copy = std::string(direct) != "0";
   }
   if (!tls_allows_shared_memory()) impl->direct_copy = false;
+  impl->secret =
+      options.auth_secret.empty() ? auth::secret_from_environment() : options.auth_secret;
+  if (options.listen && impl->secret.empty() && !loopback(options.listen_ip)) {
+    static std::once_flag warned;
+    std::call_once(warned, [&] {
+      std::fprintf(stderr,
+                   "kvdist: warning: listening on %s without a shared secret: anyone who can "
+                   "reach it can link and write into exposed memory. Set kvdist.AuthSecret "
+                   "(or KVDIST_AUTH_SECRET) on every side (docs/deployment.md).\n",
+                   options.listen_ip.c_str());
+    });
+  }
   unsigned lanes = options.copy_lanes;
   if (const char* env = std::getenv("KVDIST_COPY_LANES")) {
     lanes = static_cast<unsigned>(std::strtoul(env, nullptr, 10));
@@ -194,7 +211,7 @@ void Transport::shutdown() {
         for (auto& peer : all) {
           self->unlink(peer, Status(StatusCode::kEngineFinalized, "finalized"));
         }
-        for (auto& [ep, deadline] : self->accepting) self->close_ep(ep, true);
+        for (auto& [ep, acc] : self->accepting) self->close_ep(ep, true);
         self->accepting.clear();
         if (self->listener != nullptr) ucp_listener_destroy(self->listener);
         self->listener = nullptr;

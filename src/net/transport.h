@@ -57,6 +57,10 @@ struct TransportOptions {
   // included; 0: one per online CPU (at most 8). KVDIST_COPY_LANES
   // overrides it.
   unsigned copy_lanes = 0;
+  // A shared secret both sides of every link must prove (HMAC-SHA256
+  // challenge-response in the handshake, net/auth.h). Empty: the
+  // environment's KVDIST_AUTH_SECRET, else no authentication.
+  std::string auth_secret;
 };
 
 struct TransportEvents {

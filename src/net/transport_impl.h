@@ -91,6 +91,14 @@ struct Transport::Impl {
     ucp_rkey_h rkey = nullptr;
     char* mapped = nullptr;
   };
+  // A client of the listener, before its handshake has completed.
+  struct Accepting {
+    Clock::time_point deadline;
+    std::string from;  // its address, for the log
+    bool hello_seen = false;
+    Message hello;             // its hello, once seen
+    std::string server_nonce;  // our challenge
+  };
   enum class PeerState { kConnecting, kUp, kDown };
   struct Peer {
     uint64_t cluster_id = 0;
@@ -99,6 +107,11 @@ struct Transport::Impl {
     ucp_ep_h data = nullptr;
     mem::RegionTable<RemoteRegion> remote;
     std::shared_ptr<Waiter> connect_waiter;  // client side, until up
+    // Client side of the handshake: our nonce, the listener's, and whether
+    // our proof (and with it our regions) went out.
+    std::string client_nonce;
+    std::string server_nonce;
+    bool auth_sent = false;
     Clock::time_point connect_deadline;
     uint64_t next_ping = 1;
     std::map<uint64_t, std::function<void()>> pongs;
@@ -136,6 +149,13 @@ struct Transport::Impl {
   uint16_t port = 0;
   std::string worker_address;
   std::string my_host;
+  // The shared secret links must prove (empty: none).
+  std::string secret;
+  struct {
+    int logged = 0;
+    long suppressed = 0;
+    Clock::time_point last;
+  } refusal_log;
   bool shut = false;
   std::mutex shut_mu;
   // Set while the UCX worker is destroyed: UCX then completes what is still
@@ -166,7 +186,7 @@ struct Transport::Impl {
   std::map<uint64_t, Withdrawal> withdrawals;
   std::map<uint64_t, std::shared_ptr<Peer>> peers;  // by cluster id (linked or linking)
   std::map<ucp_ep_h, std::shared_ptr<Peer>> by_ctrl;
-  std::map<ucp_ep_h, Clock::time_point> accepting;  // server eps before hello
+  std::map<ucp_ep_h, Accepting> accepting;  // server eps before their handshake ends
   std::map<uint64_t, PendingWrite> writes;
   std::map<uint64_t, std::function<void(ucs_status_t)>> ops;  // flush / send completions
   std::vector<void*> closing;
@@ -205,9 +225,19 @@ struct Transport::Impl {
   void accept(ucp_conn_request_h request);
   void refuse(ucp_ep_h ep, StatusCode code, const std::string& text);
 
-  // ---- handshake.cc: hello, its answer, the same-host pid proof ----
-  Message hello(MsgType type, uint64_t expected) const;
-  void on_hello(ucp_ep_h ep, const Message& msg);
+  // ---- handshake.cc: hello, challenge, proofs, the same-host pid proof ----
+  // The first message of a link (client side); draws the client's nonce.
+  Message client_hello(Peer& peer);
+  // A message from a client whose handshake has not completed.
+  void on_handshake(ucp_ep_h ep, bool valid, const Message& msg);
+  void on_hello(ucp_ep_h ep, Accepting& acc, const Message& msg);
+  // The client's proof: only once it matches are its worker address and
+  // remote keys handed to UCX.
+  void on_auth(ucp_ep_h ep, const Message& msg);
+  // Refuses a client mid-handshake, says why in the log (rate-limited).
+  void refuse_handshake(ucp_ep_h ep, const std::string& why);
+  void log_refusal(const std::string& line);
+  void on_challenge(const std::shared_ptr<Peer>& peer, const Message& msg);
   // UCX 1.13 parses a worker address without bounds and aborts the process
   // (an assertion) on an address version it does not know. A peer's
   // address comes off the wire: refuse what cannot be one before UCX sees
@@ -225,6 +255,9 @@ struct Transport::Impl {
   // ---- regions.cc: regions this side exposes, regions of peers ----
   void add_remote_regions(Peer& peer, const std::vector<RegionInfo>& regions);
   std::vector<RegionInfo> local_regions() const;
+  // Whether the peer has (or is about to have) our region table: regions
+  // exposed or withdrawn from now on are announced to it.
+  static bool knows_regions(const Peer& peer);
   std::map<uint64_t, Withdrawal>::iterator maybe_finish_withdrawal(
       std::map<uint64_t, Withdrawal>::iterator it);
   void on_region_del(const std::shared_ptr<Peer>& peer, uint64_t region_id);

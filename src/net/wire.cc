@@ -42,10 +42,25 @@ std::string encode(const Message& msg) {
   w.u8(static_cast<uint8_t>(msg.type));
   switch (msg.type) {
     case MsgType::kHello:
+      w.u64(msg.cluster_id);
+      w.u64(msg.expected_cluster_id);
+      w.bytes(msg.host_id);
+      w.bytes(msg.nonce);
+      w.u64(msg.value);
+      break;
+    case MsgType::kChallenge:
+      w.bytes(msg.nonce);
+      break;
+    case MsgType::kAuth:
+      w.bytes(msg.proof);
+      w.bytes(msg.worker_address);
+      put_regions(w, msg.regions);
+      break;
     case MsgType::kHelloAck:
       w.u64(msg.cluster_id);
       w.u64(msg.expected_cluster_id);
       w.bytes(msg.host_id);
+      w.bytes(msg.proof);
       w.bytes(msg.worker_address);
       put_regions(w, msg.regions);
       break;
@@ -91,9 +106,20 @@ bool decode(std::string_view in, Message* msg) {
   bool ok = false;
   switch (msg->type) {
     case MsgType::kHello:
+      ok = r.u64(&msg->cluster_id) && r.u64(&msg->expected_cluster_id) &&
+           r.bytes(&msg->host_id, kMaxTextBytes) && r.bytes(&msg->nonce, kMaxNonceBytes) &&
+           r.u64(&msg->value);
+      break;
+    case MsgType::kChallenge:
+      ok = r.bytes(&msg->nonce, kMaxNonceBytes);
+      break;
+    case MsgType::kAuth:
+      ok = r.bytes(&msg->proof, kMaxProofBytes) &&
+           r.bytes(&msg->worker_address, kMaxAddressBytes) && get_regions(r, &msg->regions);
+      break;
     case MsgType::kHelloAck:
       ok = r.u64(&msg->cluster_id) && r.u64(&msg->expected_cluster_id) &&
-           r.bytes(&msg->host_id, kMaxTextBytes) &&
+           r.bytes(&msg->host_id, kMaxTextBytes) && r.bytes(&msg->proof, kMaxProofBytes) &&
            r.bytes(&msg->worker_address, kMaxAddressBytes) && get_regions(r, &msg->regions);
       break;
     case MsgType::kHelloNack:

@@ -13,15 +13,22 @@
 namespace kvdist::net {
 
 inline constexpr uint32_t kWireMagic = 0x5344564B;  // "KVDS"
-inline constexpr uint32_t kWireVersion = 2;
+inline constexpr uint32_t kWireVersion = 3;
 inline constexpr size_t kMaxMessageBytes = size_t{1} << 20;
 inline constexpr size_t kMaxRkeyBytes = 4096;
 inline constexpr size_t kMaxAddressBytes = 65536;
 inline constexpr size_t kMaxTextBytes = 65536;
 inline constexpr size_t kMaxProbeBytes = 64;
+inline constexpr size_t kMaxNonceBytes = 64;
+inline constexpr size_t kMaxProofBytes = 64;
 
+// The handshake: kHello (client), kChallenge (server), kAuth (client: its
+// proof, worker address and regions), kHelloAck (server: its proof, worker
+// address and regions) or kHelloNack. Neither side hands a worker address
+// or a remote key of the other to UCX before the other has proved the
+// shared secret (when one is set).
 enum class MsgType : uint8_t {
-  kHello = 1,         // client -> server: who I am, whom I expect, my regions
+  kHello = 1,         // client -> server: who I am, whom I expect, a nonce
   kHelloAck = 2,      // server -> client: accepted, the server's regions
   kHelloNack = 3,     // server -> client: refused (code, text)
   kRegionAdd = 4,     // regions[0] may now be written by the receiver
@@ -36,7 +43,12 @@ enum class MsgType : uint8_t {
   // kProbeAck with value = its address there, code = the peer's pid.
   kProbe = 11,
   kProbeAck = 12,
+  kChallenge = 13,  // server -> client: nonce = the server's nonce
+  kAuth = 14,       // client -> server: proof, worker address, regions
 };
+
+// Hello flags (Message::value).
+inline constexpr uint64_t kHelloHasSecret = 1;
 
 // Memory a peer may write: [base, base + len), with the packed remote key.
 struct RegionInfo {
@@ -50,11 +62,13 @@ struct RegionInfo {
 struct Message {
   MsgType type = MsgType::kPing;
   uint64_t cluster_id = 0;           // hello, ack: sender
-  uint64_t expected_cluster_id = 0;  // hello: the cluster the sender meant to reach
+  uint64_t expected_cluster_id = 0;  // hello, ack: the cluster the sender meant to reach
   std::string host_id;               // hello, ack
-  std::string worker_address;        // hello, ack
-  std::vector<RegionInfo> regions;   // hello, ack, region_add
-  uint64_t value = 0;                // region_del(_ack), ping, pong, probe_ack
+  std::string nonce;                 // hello, challenge
+  std::string proof;                 // auth, ack (HMAC-SHA256, or empty)
+  std::string worker_address;        // auth, ack
+  std::vector<RegionInfo> regions;   // auth, ack, region_add
+  uint64_t value = 0;                // hello flags, region_del(_ack), ping, pong, probe_ack
   int64_t code = 0;                  // nack, probe_ack
   std::string text;                  // nack message, note payload, probe nonce
 };

@@ -124,12 +124,13 @@ std::vector<kvdist::ClusterInfo> to_clusters(const std::vector<Cluster>& in) {
   return out;
 }
 
-using LinkCodes = std::tuple<int64_t, std::vector<int64_t>>;
+// (first failure, per-cluster codes, per-cluster messages).
+using LinkCodes = std::tuple<int64_t, std::vector<int64_t>, std::vector<std::string>>;
 
 LinkCodes link_result(const kvdist::LinkResult& r) {
   std::vector<int64_t> codes;
   for (StatusCode c : r.per_cluster) codes.push_back(static_cast<int64_t>(c));
-  return {static_cast<int64_t>(r.status), codes};
+  return {static_cast<int64_t>(r.status), codes, r.messages};
 }
 
 std::optional<int64_t> code_or_none(const std::optional<StatusCode>& c) {
@@ -148,7 +149,8 @@ class PyDataDist {
     init_with(o.value());
   }
   void init(const std::string& listen, int32_t sync_kv_timeout_ms, int32_t transfer_timeout_ms,
-            uint64_t pool_max_bytes, uint32_t inflight_layers, uint32_t copy_lanes) {
+            uint64_t pool_max_bytes, uint32_t inflight_layers, uint32_t copy_lanes,
+            const std::string& auth_secret) {
     kvdist::Options o;
     o.listen_ip_info = listen;
     o.sync_kv_timeout_ms = sync_kv_timeout_ms;
@@ -156,6 +158,7 @@ class PyDataDist {
     o.pool_max_bytes = pool_max_bytes;
     o.inflight_layers = inflight_layers;
     o.copy_lanes = copy_lanes;
+    o.auth_secret = auth_secret;
     init_with(o);
   }
   void finalize() {
@@ -409,7 +412,7 @@ PYBIND11_MODULE(_kvdist, m) {
       .def("init_map", &PyDataDist::init_map, py::arg("options"))
       .def("init", &PyDataDist::init, py::arg("listen") = "", py::arg("sync_kv_timeout_ms") = 1000,
            py::arg("transfer_timeout_ms") = 10000, py::arg("pool_max_bytes") = uint64_t{16} << 30,
-           py::arg("inflight_layers") = 4, py::arg("copy_lanes") = 0)
+           py::arg("inflight_layers") = 4, py::arg("copy_lanes") = 0, py::arg("auth_secret") = "")
       .def("finalize", &PyDataDist::finalize)
       .def_property_readonly("initialized", &PyDataDist::initialized)
       .def_property_readonly("listen_port", &PyDataDist::listen_port)

@@ -7,12 +7,14 @@
 namespace kvdist::net {
 namespace {
 
+// The largest handshake message: the listener's answer.
 Message sample_hello() {
   Message m;
-  m.type = MsgType::kHello;
+  m.type = MsgType::kHelloAck;
   m.cluster_id = 2;
   m.expected_cluster_id = 1;
   m.host_id = "host/boot";
+  m.proof = std::string(32, '\x5a');
   m.worker_address = std::string("\x01\x02\x00\x03", 4);
   m.regions.push_back({7, 0x1000, 0x2000, "rkey-bytes"});
   return m;
@@ -21,13 +23,51 @@ Message sample_hello() {
 TEST(Wire, HelloRoundTrips) {
   Message out;
   ASSERT_TRUE(decode(encode(sample_hello()), &out));
-  EXPECT_EQ(out.type, MsgType::kHello);
+  EXPECT_EQ(out.type, MsgType::kHelloAck);
   EXPECT_EQ(out.cluster_id, 2u);
   EXPECT_EQ(out.expected_cluster_id, 1u);
+  EXPECT_EQ(out.proof, std::string(32, '\x5a'));
   EXPECT_EQ(out.worker_address, std::string("\x01\x02\x00\x03", 4));
   ASSERT_EQ(out.regions.size(), 1u);
   EXPECT_EQ(out.regions[0].base, 0x1000u);
   EXPECT_EQ(out.regions[0].rkey, "rkey-bytes");
+}
+
+TEST(Wire, HandshakeMessagesRoundTrip) {
+  Message hello;
+  hello.type = MsgType::kHello;
+  hello.cluster_id = 7;
+  hello.expected_cluster_id = 1;
+  hello.host_id = "h";
+  hello.nonce = std::string(16, '\x01');
+  hello.value = kHelloHasSecret;
+  Message out;
+  ASSERT_TRUE(decode(encode(hello), &out));
+  EXPECT_EQ(out.nonce, hello.nonce);
+  EXPECT_EQ(out.value, kHelloHasSecret);
+  EXPECT_TRUE(out.worker_address.empty());  // no address before the proofs
+
+  Message challenge;
+  challenge.type = MsgType::kChallenge;
+  challenge.nonce = std::string(16, '\x02');
+  ASSERT_TRUE(decode(encode(challenge), &out));
+  EXPECT_EQ(out.nonce, challenge.nonce);
+
+  Message auth;
+  auth.type = MsgType::kAuth;
+  auth.proof = std::string(32, '\x03');
+  auth.worker_address = "addr";
+  auth.regions.push_back({1, 0x1000, 64, "k"});
+  ASSERT_TRUE(decode(encode(auth), &out));
+  EXPECT_EQ(out.proof, auth.proof);
+  EXPECT_EQ(out.worker_address, "addr");
+  ASSERT_EQ(out.regions.size(), 1u);
+
+  // Oversized nonce or proof: refused.
+  challenge.nonce = std::string(kMaxNonceBytes + 1, 'x');
+  EXPECT_FALSE(decode(encode(challenge), &out));
+  auth.proof = std::string(kMaxProofBytes + 1, 'x');
+  EXPECT_FALSE(decode(encode(auth), &out));
 }
 
 TEST(Wire, EveryTruncationIsRejected) {

@@ -5,12 +5,18 @@
 // oversized (> 1 MiB) handshakes, wrong protocol versions and magics, the
 // wrong expected cluster id, control messages before the handshake, and
 // after an accepted handshake a stream of control messages ending in a
-// malformed one. Everything comes from one seeded generator.
+// malformed one. It speaks the handshake (hello, challenge, auth) and,
+// against a listener with a shared secret, sends proofs that are wrong,
+// empty or replayed from another handshake. Everything comes from one
+// seeded generator.
 //
 //   kvdist_hostile_client <ip> <port> <expected_cluster> <seed> <messages>
 //       [--victim <cluster>]   also claim to be <cluster> (a linked peer)
 //                              with a wrong expected id or a garbage
 //                              worker address: both must be refused
+//       [--secret <s>]         know the listener's secret (its accepted
+//                              handshakes then pass); without it, a
+//                              listener with a secret must refuse them all
 //
 // Prints one line: sent=<n> connections=<n> nacks=<n> acks=<n>
 // ep_errors=<n> send_errors=<n> oversized=<n>; exits 0 once every message
@@ -28,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "net/auth.h"
 #include "net/wire.h"
 
 namespace {
@@ -52,6 +59,8 @@ Counters counters;
 bool ep_failed = false;
 bool got_nack = false;
 bool got_ack = false;
+bool got_challenge = false;
+std::string challenge_nonce;
 int pending_sends = 0;
 
 ucs_status_t on_am(void*, const void*, size_t, void* data, size_t length,
@@ -64,6 +73,9 @@ ucs_status_t on_am(void*, const void*, size_t, void* data, size_t length,
     } else if (m.type == MsgType::kHelloAck) {
       got_ack = true;
       ++counters.acks;
+    } else if (m.type == MsgType::kChallenge) {
+      got_challenge = true;
+      challenge_nonce = m.nonce;
     }
   }
   return UCS_OK;
@@ -82,8 +94,8 @@ void on_sent(void* request, ucs_status_t status, void*) {
 
 class Client {
  public:
-  Client(const char* ip, uint16_t port, uint64_t expected, uint64_t seed)
-      : expected_(expected), rng_(seed) {
+  Client(const char* ip, uint16_t port, uint64_t expected, uint64_t seed, std::string secret)
+      : expected_(expected), rng_(seed), secret_(std::move(secret)) {
     addr_.sin_family = AF_INET;
     addr_.sin_port = htons(port);
     inet_pton(AF_INET, ip, &addr_.sin_addr);
@@ -131,23 +143,45 @@ class Client {
       Message h = hello(static_cast<uint64_t>(victim));
       if (scenario < 2) {
         h.expected_cluster_id = expected_ + 1 + pick(1000);
-      } else {
+        send(kvdist::net::encode(h));
+      } else if (challenged(h)) {
         // Random bytes that are not a UCX 1.13 address (its version nibble
         // is 0 or 1); a crafted address is UCX's parser's surface, not ours.
-        h.worker_address = random_bytes(pick(64) + 1);
-        h.worker_address[0] = static_cast<char>((pick(16) << 4) | (2 + pick(14)));
+        std::string address = random_bytes(pick(64) + 1);
+        address[0] = static_cast<char>((pick(16) << 4) | (2 + pick(14)));
+        send(auth(h, address, proof_for(h, address)));
       }
-      send(kvdist::net::encode(h));
       settle(std::chrono::milliseconds(500), [] { return got_nack || ep_failed; });
     } else if (scenario < 30) {
       // An accepted handshake, then control messages, the last one malformed.
-      send(kvdist::net::encode(hello(10000 + static_cast<uint64_t>(counters.connections))));
-      settle(std::chrono::milliseconds(2000), [] { return got_ack || got_nack || ep_failed; });
+      Message h = hello(10000 + static_cast<uint64_t>(counters.connections));
+      if (challenged(h)) {
+        send(auth(h, my_address_, proof_for(h, my_address_)));
+        settle(std::chrono::milliseconds(2000), [] { return got_ack || got_nack || ep_failed; });
+      }
       long n = std::min<long>(budget - 1, 1 + static_cast<long>(pick(40)));
       for (long i = 0; i < n && !ep_failed; ++i) send(control_message());
       send(malformed());
       settle(std::chrono::milliseconds(1000), [] { return ep_failed; });
-    } else if ((scenario < 31 || counters.connections % 50 == 2) && counters.oversized < 8) {
+    } else if (scenario < 40) {
+      // Proofs that must not pass a listener with a secret: random, empty,
+      // or the right secret over another handshake's nonce (a replay).
+      Message h = hello(40000 + pick(1000));
+      // Claims to have no secret, or to have one.
+      h.value = scenario < 34 ? 0 : kvdist::net::kHelloHasSecret;
+      if (challenged(h)) {
+        std::string proof;
+        int kind = static_cast<int>(pick(3));
+        if (kind == 0) proof = random_bytes(32);
+        if (kind == 2) {
+          std::string stale = kvdist::net::auth::random_nonce();
+          proof = kvdist::net::auth::proof(secret_, kvdist::net::auth::Role::kClient, h.nonce,
+                                           stale, h.cluster_id, expected_, my_address_);
+        }
+        send(auth(h, my_address_, proof));
+        settle(std::chrono::milliseconds(1000), [] { return got_ack || got_nack || ep_failed; });
+      }
+    } else if ((scenario < 41 || counters.connections % 50 == 2) && counters.oversized < 8) {
       // Over the protocol's 1 MiB limit: a hello with a huge host id.
       Message h = hello(20000);
       h.host_id = std::string((size_t{1} << 20) + pick(4096), 'x');
@@ -179,8 +213,29 @@ class Client {
     h.cluster_id = me;
     h.expected_cluster_id = expected_;
     h.host_id = "hostile/" + std::to_string(pick(1000));
-    h.worker_address = my_address_;
+    h.nonce = random_bytes(kvdist::net::auth::kNonceBytes);
+    h.value = secret_.empty() ? 0 : kvdist::net::kHelloHasSecret;
     return h;
+  }
+
+  // Sends the hello; true once the listener answered with a challenge.
+  bool challenged(const Message& h) {
+    send(kvdist::net::encode(h));
+    settle(std::chrono::milliseconds(1000), [] { return got_challenge || got_nack || ep_failed; });
+    return got_challenge;
+  }
+
+  std::string proof_for(const Message& h, const std::string& address) {
+    return kvdist::net::auth::proof(secret_, kvdist::net::auth::Role::kClient, h.nonce,
+                                    challenge_nonce, h.cluster_id, expected_, address);
+  }
+
+  std::string auth(const Message& h, const std::string& address, const std::string& proof) {
+    Message a;
+    a.type = MsgType::kAuth;
+    a.proof = proof;
+    a.worker_address = address;
+    return kvdist::net::encode(a);
   }
 
   std::string put_u32(uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); }
@@ -230,7 +285,7 @@ class Client {
       }
       default: {  // a valid message of another type where a hello belongs
         Message m;
-        m.type = static_cast<MsgType>(2 + pick(9));
+        m.type = static_cast<MsgType>(2 + pick(13));
         m.value = pick(1000);
         m.text = random_bytes(pick(64));
         if (m.type == MsgType::kRegionAdd) m.type = MsgType::kRegionDel;
@@ -279,6 +334,8 @@ class Client {
     ep_failed = false;
     got_nack = false;
     got_ack = false;
+    got_challenge = false;
+    challenge_nonce.clear();
     ucp_ep_params_t p{};
     p.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
                    UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
@@ -336,6 +393,7 @@ class Client {
 
   uint64_t expected_;
   std::mt19937_64 rng_;
+  std::string secret_;
   sockaddr_in addr_{};
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
@@ -349,15 +407,20 @@ class Client {
 int main(int argc, char** argv) {
   if (argc < 6) {
     std::fprintf(stderr,
-                 "usage: %s <ip> <port> <expected_cluster> <seed> <messages> [--victim id]\n",
+                 "usage: %s <ip> <port> <expected_cluster> <seed> <messages> [--victim id] "
+                 "[--secret s]\n",
                  argv[0]);
     return 2;
   }
   long victim = -1;
-  if (argc >= 8 && std::string(argv[6]) == "--victim") victim = std::atol(argv[7]);
+  std::string secret;
+  for (int i = 6; i + 1 < argc; i += 2) {
+    if (std::string(argv[i]) == "--victim") victim = std::atol(argv[i + 1]);
+    if (std::string(argv[i]) == "--secret") secret = argv[i + 1];
+  }
   long messages = std::atol(argv[5]);
   Client client(argv[1], static_cast<uint16_t>(std::atoi(argv[2])), std::strtoull(argv[3], 0, 10),
-                std::strtoull(argv[4], 0, 10));
+                std::strtoull(argv[4], 0, 10), secret);
   if (!client.start()) {
     std::fprintf(stderr, "cannot start UCX\n");
     return 1;

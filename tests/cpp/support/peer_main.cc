@@ -3,7 +3,7 @@
 //
 //   init prompt|decoder <cluster> [ip:port|-] [transfer_timeout_ms]
 //                                             -> ok <listen_port>
-//   link <cluster> <ip> <port> <timeout_ms>   -> ok <code>
+//   link <cluster> <ip> <port> <timeout_ms>   -> ok <code> [why it failed]
 //   unlink <cluster>                          -> ok <code>
 //   alloc <blocks 0|1> <num_tensors> <dims..> -> ok <cache_id> <addr>...   (uint8 elements)
 //   register <num_tensors> <dims..>           -> ok <cache_id> <addr>...   (caller-owned memory)
@@ -23,11 +23,13 @@
 //   task_message <config>                     -> ok <the config's error message>
 //   stats                                     -> ok <rss_bytes> <open_fds>
 //   quit
-// Errors answer "err <code> <message>".
+// Errors answer "err <code> <message>". KVDIST_TEST_STDERR=<path> in the
+// environment sends the process's stderr (kvdist's log) to that file.
 #include <unistd.h>
 
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <list>
 #include <map>
@@ -90,6 +92,9 @@ int main() {
   auto reply = [](const std::string& s) {
     std::cout << s << std::endl;  // flush: the test waits for each line
   };
+  if (const char* log = std::getenv("KVDIST_TEST_STDERR")) {
+    if (std::freopen(log, "w", stderr) != nullptr) std::setvbuf(stderr, nullptr, _IONBF, 0);
+  }
   while (std::getline(std::cin, line)) {
     std::istringstream in(line);
     std::string cmd;
@@ -117,7 +122,8 @@ int main() {
       int timeout = 3000;
       in >> c.remote_cluster_id >> c.remote_ip >> c.remote_port >> timeout;
       auto r = cmd == "link" ? dd->link_clusters({c}, timeout) : dd->unlink_clusters({c}, timeout);
-      reply("ok " + code_str(r.per_cluster.empty() ? r.status : r.per_cluster[0]));
+      reply("ok " + code_str(r.per_cluster.empty() ? r.status : r.per_cluster[0]) +
+            (r.messages.empty() || r.messages[0].empty() ? "" : " " + r.messages[0]));
     } else if (cmd == "alloc") {
       int blocks = 0;
       kvdist::CacheDesc d;

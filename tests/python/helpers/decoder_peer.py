@@ -50,7 +50,9 @@ def main() -> int:
     config = LLMConfig()
     config.device_id = 0
     try:
-        datadist.init(config.generate_options())
+        options = config.generate_options()
+        options.update(spec.get("options", {}))  # e.g. kvdist.AuthSecret
+        datadist.init(options)
         manager = datadist.kv_cache_manager
         caches = []
         for cache_spec in spec["caches"]:

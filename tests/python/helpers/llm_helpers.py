@@ -58,7 +58,7 @@ class DecoderPeer:
 
     ``spec``: ``{"cluster_id": int, "prompts": [[cluster_id, ip, port], ...],
     "caches": [{"blocks": bool, "num_tensors": n, "shape": [...],
-    "dtype": "DT_FLOAT16"}, ...]}``.
+    "dtype": "DT_FLOAT16"}, ...], "options": {extra init options}}``.
     """
 
     def __init__(self, spec: dict[str, Any]) -> None:
