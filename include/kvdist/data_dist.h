@@ -43,11 +43,15 @@ struct Options {
   // A wrong or missing secret on either side: the link fails with
   // kLinkFailed saying so, and the listener logs the refusal.
   std::string auth_secret;
+  // Reach every peer as if on another host (kvdist.NetworkPath = "1"; also
+  // KVDIST_NETWORK_PATH=1): no shared memory, no cross-process copies.
+  // For network namespaces of one machine, and to measure the network path.
+  bool network_path_only = false;
 
   // Builds Options from LLM-DataDist option keys (llm.listenIpInfo,
   // llm.SyncKvCacheWaitTime, ge.flowGraphMemMaxSize, ge.exec.deviceId,
   // kvdist.TransferTimeout, kvdist.InflightLayers, kvdist.CopyLanes,
-  // kvdist.AuthSecret).
+  // kvdist.AuthSecret, kvdist.NetworkPath).
   // Unknown keys are ignored.
   // A PROMPT without llm.listenIpInfo, or a missing ge.exec.deviceId, is
   // kParamInvalid naming the option.

@@ -54,6 +54,7 @@ Result<std::unique_ptr<Engine>> Engine::start(Role role, uint64_t cluster_id,
   t.write_timeout = std::chrono::milliseconds(options.transfer_timeout_ms);
   t.copy_lanes = options.copy_lanes;
   t.auth_secret = options.auth_secret;
+  t.network_only = options.network_path_only;
   if (!options.listen_ip_info.empty()) {
     if (!parse_ip_port(options.listen_ip_info, &t.listen_ip, &t.listen_port)) {
       return Status(StatusCode::kParamInvalid,

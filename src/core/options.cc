@@ -69,6 +69,10 @@ Result<Options> Options::from_map(Role role, const std::map<std::string, std::st
     o.copy_lanes = static_cast<uint32_t>(v);
   }
   if (const std::string* secret = get("kvdist.AuthSecret")) o.auth_secret = *secret;
+  if (const std::string* net = get("kvdist.NetworkPath")) {
+    if (*net != "0" && *net != "1") return bad("kvdist.NetworkPath", *net, "0 or 1");
+    o.network_path_only = *net == "1";
+  }
   return o;
 }
 

@@ -101,7 +101,7 @@ void Transport::Impl::on_auth(ucp_ep_h ep, const Message& msg) {
   peer->cluster_id = hello.cluster_id;
   peer->ctrl = ep;
   ucs_status_t s = UCS_OK;
-  peer->same_host = hello.host_id == my_host;
+  peer->same_host = !network_only && hello.host_id == my_host;
   peer->data = create_data_ep(msg.worker_address, peer->same_host, &s);
   if (peer->data == nullptr) {
     // Refused before it touches anything: a hello that cannot complete
@@ -218,7 +218,7 @@ void Transport::Impl::on_hello_ack(const std::shared_ptr<Peer>& peer, const Mess
     return;
   }
   ucs_status_t s = UCS_OK;
-  peer->same_host = msg.host_id == my_host;
+  peer->same_host = !network_only && msg.host_id == my_host;
   peer->data = create_data_ep(msg.worker_address, peer->same_host, &s);
   if (peer->data == nullptr) {
     fail_peer(peer, ucx_status(StatusCode::kLinkFailed, "cannot reach the listener's worker", s));

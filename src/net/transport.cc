@@ -127,6 +127,11 @@ Result<std::unique_ptr<Transport>> Transport::start(const TransportOptions& opti
     impl->direct_copy = std::string(direct) != "0";
   }
   if (!tls_allows_shared_memory()) impl->direct_copy = false;
+  if (const char* net = std::getenv("KVDIST_NETWORK_PATH")) {
+    if (std::string(net) == "1") impl->network_only = true;
+  }
+  if (options.network_only) impl->network_only = true;
+  if (impl->network_only) impl->direct_copy = false;
   impl->secret =
       options.auth_secret.empty() ? auth::secret_from_environment() : options.auth_secret;
   if (options.listen && impl->secret.empty() && !loopback(options.listen_ip)) {
@@ -144,7 +149,7 @@ Result<std::unique_ptr<Transport>> Transport::start(const TransportOptions& opti
     lanes = static_cast<unsigned>(std::strtoul(env, nullptr, 10));
   }
   impl->lanes = std::make_unique<mem::CopyLanes>(mem::CopyLanes::choose(std::min(lanes, 64u)));
-  auto worker = UcxWorker::create();
+  auto worker = UcxWorker::create(impl->network_only);
   if (!worker.ok()) return worker.status();
   impl->worker = std::move(worker).value();
   Impl* self = impl.get();

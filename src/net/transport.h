@@ -61,6 +61,11 @@ struct TransportOptions {
   // challenge-response in the handshake, net/auth.h). Empty: the
   // environment's KVDIST_AUTH_SECRET, else no authentication.
   std::string auth_secret;
+  // Treat every peer as on another host: no copies into its memory, no
+  // shared-memory transport in UCX (unless UCX_TLS says otherwise). For
+  // two "hosts" that are network namespaces of one machine, and to measure
+  // the network path on one host. KVDIST_NETWORK_PATH=1 sets it too.
+  bool network_only = false;
 };
 
 struct TransportEvents {

@@ -166,6 +166,8 @@ struct Transport::Impl {
   // Copy into a peer on this host ourselves (KVDIST_DIRECT_COPY=0: let
   // UCX put everything).
   bool direct_copy = true;
+  // Every peer is treated as remote (TransportOptions::network_only).
+  bool network_only = false;
   std::unique_ptr<mem::CopyLanes> lanes;
   // Copy batches finished on a lane thread, for the progress thread.
   std::mutex lane_mu;

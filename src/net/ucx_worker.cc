@@ -17,7 +17,7 @@ Status ucx_error(const char* what, ucs_status_t s) {
 
 }  // namespace
 
-Result<std::unique_ptr<UcxWorker>> UcxWorker::create() {
+Result<std::unique_ptr<UcxWorker>> UcxWorker::create(bool network_only) {
   std::unique_ptr<UcxWorker> w(new UcxWorker());
   ucp_config_t* config = nullptr;
   ucs_status_t s = ucp_config_read(nullptr, nullptr, &config);
@@ -25,7 +25,9 @@ Result<std::unique_ptr<UcxWorker>> UcxWorker::create() {
   // The control connection (client-server, peer error handling) needs tcp.
   // A UCX_TLS that names only other transports (e.g. "sm") gets tcp added,
   // for the control path; puts still take the fastest transport named.
-  if (const char* tls = std::getenv("UCX_TLS")) {
+  const char* tls = std::getenv("UCX_TLS");
+  if (network_only && (tls == nullptr || *tls == '\0')) ucp_config_modify(config, "TLS", "^sm");
+  if (tls != nullptr) {
     std::string t = tls;
     if (!t.empty() && t[0] != '^' && t.find("tcp") == std::string::npos &&
         t.find("all") == std::string::npos) {

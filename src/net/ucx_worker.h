@@ -24,8 +24,9 @@ class UcxWorker {
   using Task = std::function<void()>;
 
   // Creates the context (RMA, AM, wakeup) and the worker; does not start the
-  // thread.
-  static Result<std::unique_ptr<UcxWorker>> create();
+  // thread. network_only: no shared-memory transport (UCX_TLS "^sm" unless
+  // UCX_TLS is set), so peers on this host are reached as over a network.
+  static Result<std::unique_ptr<UcxWorker>> create(bool network_only = false);
   ~UcxWorker();  // stop()
 
   // Starts the progress thread. on_tick runs on it after every round of

@@ -18,6 +18,7 @@
 
 #include "bytes_hash.h"
 #include "kvdist/kvdist.h"
+#include "netns.h"
 #include "peer_process.h"
 #include "proc_stats.h"
 
@@ -25,7 +26,12 @@ namespace kvdist {
 namespace {
 
 using testing::fnv1a;
+using testing::join;
+using testing::NetnsStar;
 using testing::PeerProcess;
+using testing::remote_alloc;
+using testing::remote_hash;
+using testing::RemoteCache;
 using testing::run_process;
 using Clock = std::chrono::steady_clock;
 
@@ -35,29 +41,6 @@ using testing::code;
 using testing::s;
 int64_t ms_since(Clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
-}
-
-struct RemoteCache {
-  int64_t id = -1;
-  std::vector<uint64_t> addrs;
-};
-
-RemoteCache remote_alloc(PeerProcess& p, uint32_t tensors, uint64_t bytes) {
-  auto r = p.ok("alloc 0 " + s(tensors) + " 1 " + s(bytes));
-  RemoteCache c;
-  c.id = std::stoll(r[1]);
-  for (size_t i = 2; i < r.size(); ++i) c.addrs.push_back(std::stoull(r[i]));
-  return c;
-}
-
-std::string join(const std::vector<uint64_t>& v) {
-  std::string out;
-  for (uint64_t x : v) out += " " + s(x);
-  return out;
-}
-
-uint64_t remote_hash(PeerProcess& p, uint64_t addr, uint64_t len) {
-  return std::stoull(p.ok("hash " + s(addr) + " " + s(len))[1]);
 }
 
 uint64_t canary_hash(uint64_t len) {
@@ -178,96 +161,20 @@ TEST_F(PromptKilledTest, KilledBeforeTheFirstLayerFailsTheWaits) {
 
 // ---- the network cut -----------------------------------------------------------
 
-int sh(const std::string& cmd) {
-  std::vector<std::string> argv;
-  std::istringstream in(cmd);
-  std::string w;
-  while (in >> w) argv.push_back(w);
-  return run_process(argv, 10000);
-}
-
-// Two network namespaces joined by a veth pair, 10.213.0.1/24 and
-// 10.213.0.2/24; deleted (with the veth) when the guard goes, even when the
-// test fails. Names carry the pid; namespaces of dead test processes are
-// deleted on the way.
-class NetnsPair {
- public:
-  NetnsPair() {
-    std::string pid = s(static_cast<uint64_t>(getpid()));
-    a_ = "kvdist_a_" + pid;
-    b_ = "kvdist_b_" + pid;
-    veth_a_ = "kva" + pid;
-    veth_b_ = "kvb" + pid;
-    reap_stale();
-    if (sh("ip netns add " + a_) != 0) return;
-    if (sh("ip netns add " + b_) != 0) return;
-    ok_ = sh("ip link add " + veth_a_ + " netns " + a_ + " type veth peer name " + veth_b_ +
-             " netns " + b_) == 0 &&
-          sh("ip -n " + a_ + " addr add 10.213.0.1/24 dev " + veth_a_) == 0 &&
-          sh("ip -n " + b_ + " addr add 10.213.0.2/24 dev " + veth_b_) == 0 &&
-          sh("ip -n " + a_ + " link set lo up") == 0 &&
-          sh("ip -n " + b_ + " link set lo up") == 0 &&
-          sh("ip -n " + a_ + " link set " + veth_a_ + " up") == 0 &&
-          sh("ip -n " + b_ + " link set " + veth_b_ + " up") == 0 && carrier(a_, veth_a_) &&
-          carrier(b_, veth_b_);
-  }
-  ~NetnsPair() {
-    sh("ip netns del " + a_);
-    sh("ip netns del " + b_);
-  }
-  bool ok() const { return ok_; }
-  const std::string& a() const { return a_; }
-  const std::string& b() const { return b_; }
-  const std::string& veth_a() const { return veth_a_; }
-  const std::string& veth_b() const { return veth_b_; }
-  int cut() { return sh("ip -n " + a_ + " link set " + veth_a_ + " down"); }
-
- private:
-  // A veth reports its carrier a moment after both ends are up; UCX does not
-  // list a device without it.
-  static bool carrier(const std::string& ns, const std::string& dev) {
-    auto end = Clock::now() + std::chrono::seconds(5);
-    while (Clock::now() < end) {
-      std::string out;
-      run_process({"ip", "-n", ns, "link", "show", "dev", dev}, 5000, &out);
-      if (out.find("state UP") != std::string::npos) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return false;
-  }
-  static void reap_stale() {
-    std::string list;
-    run_process({"ip", "netns", "list"}, 10000, &list);
-    std::istringstream in(list);
-    std::string line;
-    while (std::getline(in, line)) {
-      std::string name = line.substr(0, line.find(' '));
-      if (name.rfind("kvdist_", 0) != 0 || name.size() < 10) continue;
-      pid_t pid = static_cast<pid_t>(std::atol(name.c_str() + 9));
-      if (pid > 0 && kill(pid, 0) != 0) sh("ip netns del " + name);
-    }
-  }
-  std::string a_, b_, veth_a_, veth_b_;
-  bool ok_ = false;
-};
-
 TEST(NetworkCutTest, LinkDownMidTransferErrorsWithinTheDeadline) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root for ip netns";
-  if (sh("ip netns list") != 0) GTEST_SKIP() << "ip netns unavailable";
-  NetnsPair net;
-  if (!net.ok()) GTEST_SKIP() << "cannot create network namespaces with a veth pair here";
+  NetnsStar net(1);
+  if (!net.unavailable().empty()) GTEST_SKIP() << net.unavailable();
   // transfer_timeout of both peers. Under a sanitizer, emulated puts over
   // tcp are slow enough (TSan: < 1 MB/s) to need smaller layers and more time.
   constexpr int kTimeoutMs = testing::kSanitized ? 5000 : 2000;
   constexpr uint32_t kLayers = 4;
   constexpr uint64_t kBytes = testing::kSanitized ? 16384 : 262144;
-  PeerProcess prompt({{"UCX_TLS", "tcp"}, {"UCX_NET_DEVICES", net.veth_a()}},
-                     {"ip", "netns", "exec", net.a()});
-  PeerProcess decoder({{"UCX_TLS", "tcp"}, {"UCX_NET_DEVICES", net.veth_b()}},
-                      {"ip", "netns", "exec", net.b()});
-  std::string port = prompt.ok("init prompt 1 10.213.0.1:0 " + s(kTimeoutMs), 20000)[1];
+  PeerProcess prompt(net.hub_env(), NetnsStar::in(net.hub()));
+  PeerProcess decoder(net.spoke_env(0), NetnsStar::in(net.spoke(0)));
+  std::string port =
+      prompt.ok("init prompt 1 " + NetnsStar::hub_ip() + ":0 " + s(kTimeoutMs), 20000)[1];
   decoder.ok("init decoder 2 - " + s(kTimeoutMs), 20000);
-  ASSERT_EQ(code(decoder.ok("link 1 10.213.0.1 " + port + " 5000", 10000)[1]),
+  ASSERT_EQ(code(decoder.ok("link 1 " + NetnsStar::hub_ip() + " " + port + " 5000", 10000)[1]),
             StatusCode::kSuccess);
   RemoteCache dst = remote_alloc(decoder, 2 * kLayers, kBytes);
   for (uint64_t a : dst.addrs) decoder.ok("fill " + s(a) + " " + s(kBytes) + " " + s(kCanary));
@@ -285,7 +192,7 @@ TEST(NetworkCutTest, LinkDownMidTransferErrorsWithinTheDeadline) {
               remote_hash(prompt, src.addrs[t], kBytes));
   }
 
-  ASSERT_EQ(net.cut(), 0);
+  ASSERT_EQ(net.cut(0), 0);
   auto cut = Clock::now();
   prompt.ok("release all");
   // The PROMPT: its writes are not confirmed by the deadline, the config

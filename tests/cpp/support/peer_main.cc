@@ -18,6 +18,8 @@
 //   push <cache_id> <dst_cluster> <gated 0|1> <dst addr>...   -> ok
 //       (PROMPT) transfer_cache_async of every layer, batch index 0; gated:
 //       layer l goes only after "release l" (synchronizer deadline 30 s)
+//   pushn <cache_id> <gated 0|1> <cluster>=<addr>,<addr>... ...   -> ok
+//       the same to several DECODERs in one task, one config each
 //   release <layer>|all                       -> ok
 //   task_wait <timeout_ms>                    -> ok <code> <result|->...
 //   task_message <config>                     -> ok <the config's error message>
@@ -79,6 +81,17 @@ class Gate : public kvdist::LayerSynchronizer {
   bool all_;
   std::set<uint32_t> open_;
 };
+
+// "<cluster>=<addr>,<addr>,..." of pushn.
+kvdist::TransferConfig parse_destination(const std::string& word) {
+  kvdist::TransferConfig cfg;
+  size_t eq = word.find('=');
+  cfg.dst_cluster_id = std::stoull(word.substr(0, eq));
+  std::istringstream addrs(word.substr(eq + 1));
+  std::string a;
+  while (std::getline(addrs, a, ',')) cfg.dst_addrs.push_back(std::stoull(a));
+  return cfg;
+}
 
 }  // namespace
 
@@ -198,13 +211,21 @@ int main() {
       uint64_t h = 0;
       while (in >> addr) h = h * 31 + kvdist::testing::fnv1a(reinterpret_cast<void*>(addr), len);
       reply("ok " + std::to_string(h));
-    } else if (cmd == "push") {
+    } else if (cmd == "push" || cmd == "pushn") {
       int64_t id = 0;
-      kvdist::TransferConfig cfg;
       int gated = 0;
-      in >> id >> cfg.dst_cluster_id >> gated;
-      uint64_t addr = 0;
-      while (in >> addr) cfg.dst_addrs.push_back(addr);
+      std::vector<kvdist::TransferConfig> cfgs;
+      if (cmd == "push") {
+        kvdist::TransferConfig cfg;
+        in >> id >> cfg.dst_cluster_id >> gated;
+        uint64_t addr = 0;
+        while (in >> addr) cfg.dst_addrs.push_back(addr);
+        cfgs.push_back(std::move(cfg));
+      } else {
+        in >> id >> gated;
+        std::string dst;
+        while (in >> dst) cfgs.push_back(parse_destination(dst));
+      }
       auto it = caches.find(id);
       if (it == caches.end()) {
         reply("err -1 unknown cache");
@@ -213,7 +234,7 @@ int main() {
       gate = std::make_shared<Gate>(gated != 0);
       kvdist::TransferOptions opts;
       opts.sync_timeout_ms = kGateMs + 1000;
-      auto t = dd->cache_manager()->transfer_cache_async(it->second, gate, {cfg}, {}, opts);
+      auto t = dd->cache_manager()->transfer_cache_async(it->second, gate, cfgs, {}, opts);
       if (!t.ok()) {
         reply("err " + code_str(t.status().code()) + " " + t.status().message());
         continue;

@@ -169,4 +169,22 @@ int run_process(const std::vector<std::string>& argv_in, int timeout_ms, std::st
   return WEXITSTATUS(status);
 }
 
+RemoteCache remote_alloc(PeerProcess& p, uint32_t tensors, uint64_t bytes) {
+  auto r = p.ok("alloc 0 " + s(tensors) + " 1 " + s(bytes));
+  RemoteCache c;
+  c.id = std::stoll(r.at(1));
+  for (size_t i = 2; i < r.size(); ++i) c.addrs.push_back(std::stoull(r[i]));
+  return c;
+}
+
+uint64_t remote_hash(PeerProcess& p, uint64_t addr, uint64_t len) {
+  return std::stoull(p.ok("hash " + s(addr) + " " + s(len)).at(1));
+}
+
+std::string join(const std::vector<uint64_t>& v) {
+  std::string out;
+  for (uint64_t x : v) out += " " + s(x);
+  return out;
+}
+
 }  // namespace kvdist::testing

@@ -48,6 +48,18 @@ class PeerProcess {
   std::string buffer_;
 };
 
+// A cache allocated in a peer: its id and its tensors' addresses there.
+struct RemoteCache {
+  int64_t id = -1;
+  std::vector<uint64_t> addrs;
+};
+// "alloc 0 <tensors> 1 <bytes>": a contiguous uint8 cache in the peer's pool.
+RemoteCache remote_alloc(PeerProcess& p, uint32_t tensors, uint64_t bytes);
+// The peer's fnv1a of [addr, addr + len).
+uint64_t remote_hash(PeerProcess& p, uint64_t addr, uint64_t len);
+// " a b c": numbers as words of a command line.
+std::string join(const std::vector<uint64_t>& v);
+
 // Where the peer binary lives (set by CMake).
 const char* peer_binary();
 

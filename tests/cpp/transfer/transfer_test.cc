@@ -90,10 +90,7 @@ class GatedSynchronizer : public LayerSynchronizer {
   std::set<uint32_t> open_;
 };
 
-struct RemoteCache {
-  int64_t id = -1;
-  std::vector<uint64_t> addrs;
-};
+using testing::RemoteCache;
 
 class Decoder {
  public:
