@@ -1,119 +1,27 @@
-"""Runs benchmark cases: this process is the PROMPT, DECODERs are spawned."""
+"""Runs benchmark cases: this process is the PROMPT; its DECODERs are spawned
+here (local mode) or linked from elsewhere (bench/remote.py)."""
 
 from __future__ import annotations
 
-import hashlib
-import mmap
 import multiprocessing as mp
 import os
 import statistics
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
+from kvdist.bench.caches import fill_source, hash_regions, make_cache
 from kvdist.bench.cases import AUTO, Case, block_table
+from kvdist.bench.channel import PipeChannel
+from kvdist.bench.decoder import PROMPT_CLUSTER, WAIT_S, cpu_seconds, decoder_main
 
 __all__ = ["CaseResult", "Session", "session_key"]
 
 CTX = mp.get_context("spawn")
-WAIT_S = 120.0
-
-
-def _cpu_seconds() -> float:
-    """CPU time of this process, all threads (ns resolution; os.times() has 10 ms)."""
-    return time.process_time()
-
-
-def _hash_regions(cache: Any, blocks: Optional[Sequence[int]], block_bytes: int) -> list[str]:
-    """Per tensor: a digest of the whole tensor, or of its blocks in table order."""
-    out = []
-    for i in range(cache.num_tensors):
-        raw = cache.tensor(i).view(np.uint8).reshape(-1)
-        h = hashlib.blake2b(digest_size=8)
-        if blocks is None:
-            h.update(raw.data)
-        else:
-            for b in blocks:
-                h.update(raw[b * block_bytes : (b + 1) * block_bytes].data)
-        out.append(h.hexdigest())
-    return out
-
-
-def decoder_main(
-    conn: Connection,
-    port: int,
-    cluster_id: int,
-    shape: tuple[int, ...],
-    num_tensors: int,
-    paged: bool,
-    tls: str,
-    memory: str = "own",
-) -> None:
-    """A DECODER: links, allocates the destination cache, then serves commands."""
-    if tls:
-        os.environ["UCX_TLS"] = tls
-    import kvdist
-
-    nbytes = int(np.prod(shape)) * 2 * num_tensors
-    with kvdist.DataDist(
-        "decoder", cluster_id, transfer_timeout_ms=60000, pool_bytes=nbytes + (1 << 30)
-    ) as dd:
-        dd.link(1, "127.0.0.1", port, timeout_ms=10000)
-        cache = _make_cache(dd, memory, num_tensors, shape, paged)
-        for i in range(num_tensors):
-            cache.tensor(i)[...] = 0  # first touch before timing
-        conn.send(("ready", cache.addrs))
-        while True:
-            msg = conn.recv()
-            if msg[0] == "quit":
-                break
-            if msg[0] == "run":
-                _, layers, verify_blocks, block_bytes, zero = msg
-                if zero:  # --zero-check: nothing left from an earlier push counts
-                    for i in range(num_tensors):
-                        cache.tensor(i)[...] = 0
-                dd.reset_arrivals(cache)
-                conn.send(("armed",))
-                cpu0 = _cpu_seconds()
-                arrivals = []
-                error = 0
-                for layer in range(layers):
-                    try:
-                        dd.wait_layer(cache, layer, int(WAIT_S * 1000))
-                    except kvdist.KvdistError as e:
-                        error = e.code
-                        break
-                    arrivals.append(time.monotonic())
-                cpu = _cpu_seconds() - cpu0
-                hashes = None
-                if verify_blocks is not None:
-                    blocks = None if verify_blocks == "all" else verify_blocks
-                    hashes = _hash_regions(cache, blocks, block_bytes)
-                conn.send(("done", error, arrivals, cpu, hashes))
-
-
-def _make_cache(dd: Any, memory: str, num_tensors: int, shape: Any, paged: bool) -> Any:
-    """kvdist's own pool, or numpy arrays the caller owns, registered."""
-    if memory == "caller":
-        # One buffer the caller maps, as vLLM and NIXL's benchmark hold a KV
-        # cache, with transparent huge pages asked for (what the system's
-        # numpy does for large arrays where it can): the kernel's
-        # cross-process copy runs ~2.4x faster into 2 MiB pages than into
-        # 4 KiB ones. numpy has no bfloat16: the same bytes as uint16.
-        per = int(np.prod(shape)) * 2
-        buf = mmap.mmap(-1, per * num_tensors, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        if hasattr(mmap, "MADV_HUGEPAGE"):
-            buf.madvise(mmap.MADV_HUGEPAGE)
-        flat = np.frombuffer(buf, dtype=np.uint16)
-        arrays = [
-            flat[i * per // 2 : (i + 1) * per // 2].reshape(shape) for i in range(num_tensors)
-        ]
-        return dd.register(arrays, blocks=paged)
-    return dd.allocate(num_tensors, shape, "bfloat16", blocks=paged)
 
 
 class PrefillSimulator:
@@ -126,7 +34,7 @@ class PrefillSimulator:
         self.ready: list[float] = []  # per layer: when the layer was "written"
         self._a = np.random.default_rng(0).random((96, 96))
 
-    def __call__(self, layer: int, timeout_ms: Optional[int]) -> bool:
+    def __call__(self, layer: int, timeout_ms: int | None) -> bool:
         if self.compute_ms > 0:
             end = time.monotonic() + self.compute_ms / 1000.0
             if self.kind == "cpu":
@@ -147,7 +55,7 @@ class CaseResult:
     gbps: float  # median over reps
     gbps_best: float
     elapsed_ms: float
-    exposed_ms: Optional[float]  # layer-wise: after the last layer was ready
+    exposed_ms: float | None  # layer-wise: after the last layer was ready
     layer_transfer_ms: float  # median per layer: synchronized -> confirmed
     post_overhead_us: float  # median per layer: synchronized -> posted
     puts: int
@@ -156,17 +64,19 @@ class CaseResult:
     verified: bool
     # Layer-wise: the compute per layer used, one layer's share of a bulk push
     # in the same session, and where the time after the last layer went.
-    compute_ms_used: Optional[float] = None
-    layer_bulk_ms: Optional[float] = None
-    last_copy_ms: Optional[float] = None  # last layer: posted -> confirmed
-    handoff_us: Optional[float] = None  # median: synchronizer returned -> kvdist saw it
-    wake_us: Optional[float] = None  # last layer confirmed -> wait() returned
+    compute_ms_used: float | None = None
+    layer_bulk_ms: float | None = None
+    last_copy_ms: float | None = None  # last layer: posted -> confirmed
+    handoff_us: float | None = None  # median: synchronizer returned -> kvdist saw it
+    wake_us: float | None = None  # last layer confirmed -> wait() returned
+    link: str = "loopback"  # what joins PROMPT and DECODERs: loopback, veth, network
 
     def as_dict(self) -> dict[str, Any]:
         c = self.case
         return {
             "system": "kvdist",
-            "label": c.label(),
+            "label": c.label() + ("" if self.link == "loopback" else f" via {self.link}"),
+            "link": self.link,
             "model": c.model.name,
             "layers": c.model.layers,
             "tokens": c.tokens,
@@ -179,6 +89,7 @@ class CaseResult:
             "compute": c.compute,
             "tls": c.tls,
             "put_bytes": c.put_bytes,
+            "tensor_bytes": c.tensor_bytes,
             "bytes": c.bytes_per_destination * c.destinations,
             "ok": self.ok,
             "error": self.error,
@@ -230,101 +141,131 @@ def session_key(case: Case) -> tuple:
     )
 
 
-class Session:
-    """A PROMPT DataDist and its DECODER processes for cases of one session_key."""
+@dataclass
+class _Peer:
+    """One DECODER of a session: its process (None: not ours), channel and cache."""
 
-    def __init__(self, case: Case, zero_check: bool = False) -> None:
+    proc: Any
+    channel: Any
+    cluster_id: int
+    addrs: list[int]
+
+
+class Session:
+    """A PROMPT DataDist and its DECODERs for cases of one session_key.
+
+    Local mode (``remote`` None): a DataDist on 127.0.0.1 and DECODER
+    processes of its own, spawned here and driven over Pipes. With ``remote``
+    (a :class:`kvdist.bench.remote.RemoteDecoders`): its DataDist and the
+    first ``case.destinations`` of its linked DECODERs, driven over kvdist's
+    peer messages; they outlive the session.
+    """
+
+    def __init__(self, case: Case, zero_check: bool = False, remote: Any = None) -> None:
         import kvdist
 
         self.zero_check = zero_check
-        if case.tls:
-            os.environ["UCX_TLS"] = case.tls
-        else:
-            os.environ.pop("UCX_TLS", None)
-        os.environ.setdefault("UCX_NET_DEVICES", "lo")
+        self.remote = remote
         self.kvdist = kvdist
         self.case = case
+        self.link = "loopback" if remote is None else remote.link
         shape = case.cache_shape()
         num_tensors = 2 * case.model.layers
         nbytes = int(np.prod(shape)) * 2 * num_tensors
-        self.dd = kvdist.DataDist(
-            "prompt",
-            1,
-            listen="127.0.0.1:0",
-            sync_timeout_ms=60000,
-            transfer_timeout_ms=60000,
-            pool_bytes=nbytes + (1 << 30),
-            copy_lanes=case.lanes,
-        )
-        self.src = _make_cache(self.dd, case.memory, num_tensors, shape, case.paged)
-        for i in range(num_tensors):
-            t = self.src.tensor(i).reshape(-1)
-            t[...] = (np.arange(t.size, dtype=np.uint32) * 2654435761 + i).astype(np.uint16)
-        self.peers: list[tuple[Any, Connection, list[int]]] = []
+        if remote is None:
+            if case.tls:
+                os.environ["UCX_TLS"] = case.tls
+            else:
+                os.environ.pop("UCX_TLS", None)
+            os.environ.setdefault("UCX_NET_DEVICES", "lo")
+            self.dd = kvdist.DataDist(
+                "prompt",
+                PROMPT_CLUSTER,
+                listen="127.0.0.1:0",
+                sync_timeout_ms=60000,
+                transfer_timeout_ms=60000,
+                pool_bytes=nbytes + (1 << 30),
+                copy_lanes=case.lanes,
+            )
+        else:
+            self.dd = remote.dd
+        self.src = make_cache(self.dd, case.memory, num_tensors, shape, case.paged)
+        fill_source(self.src)
+        self.peers: list[_Peer] = []
         try:
-            for d in range(case.destinations):
-                conn, child = CTX.Pipe()
-                proc = CTX.Process(
-                    target=decoder_main,
-                    args=(
-                        child,
-                        self.dd.port,
-                        2 + d,
-                        shape,
-                        num_tensors,
-                        case.paged,
-                        case.tls,
-                        case.memory,
-                    ),
-                    daemon=True,
-                )
-                proc.start()
-                if not conn.poll(WAIT_S):
-                    raise RuntimeError("a decoder did not start")
-                tag, addrs = conn.recv()
-                self.peers.append((proc, conn, addrs))
+            if remote is None:
+                for d in range(case.destinations):
+                    conn, child = CTX.Pipe()
+                    proc = CTX.Process(
+                        target=decoder_main,
+                        args=(child, self.dd.port, 2 + d, case.tls, nbytes + (1 << 30)),
+                        daemon=True,
+                    )
+                    proc.start()
+                    self.peers.append(_Peer(proc, PipeChannel(conn), 2 + d, []))
+            else:
+                for cluster_id, channel in remote.take(case.destinations):
+                    self.peers.append(_Peer(None, channel, cluster_id, []))
+            for peer in self.peers:
+                peer.channel.send(("setup", list(shape), num_tensors, case.paged, case.memory))
+            for peer in self.peers:
+                try:
+                    answer = peer.channel.recv(WAIT_S)
+                except TimeoutError:
+                    raise RuntimeError(f"decoder {peer.cluster_id} did not start") from None
+                if answer[0] != "ready":
+                    raise RuntimeError(f"decoder {peer.cluster_id} answered {answer[0]!r}")
+                peer.addrs = list(answer[1])
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
-        for proc, conn, _ in self.peers:
+        for peer in self.peers:
             try:
-                conn.send(("quit",))
-            except OSError:
+                if peer.proc is None:  # a remote DECODER stays for the next session
+                    peer.channel.send(("free",))
+                    peer.channel.recv(WAIT_S)
+                else:
+                    peer.channel.send(("quit",))
+            except (OSError, TimeoutError, self.kvdist.KvdistError):
                 pass
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
+            if peer.proc is not None:
+                peer.proc.join(10)
+                if peer.proc.is_alive():
+                    peer.proc.kill()
         self.peers = []
-        self.dd.close()
+        if self.remote is None:
+            self.dd.close()
+        else:
+            self.src.free()
 
     def _push(
         self,
         case: Case,
         dests: list[Any],
-        blocks: tuple[Optional[list[int]], Optional[list[int]]],
+        blocks: tuple[list[int] | None, list[int] | None],
         compute_ms: float,
         verify_blocks: Any,
     ) -> dict[str, Any]:
         """One timed push of the whole cache; the decoders' answers with it."""
-        for _, conn, _ in self.peers:
-            conn.send(("run", case.model.layers, verify_blocks, case.block_bytes, self.zero_check))
-        for _, conn, _ in self.peers:
-            if not conn.poll(WAIT_S) or conn.recv()[0] != "armed":
-                raise RuntimeError("a decoder did not answer")
+        for peer in self.peers:
+            peer.channel.send(
+                ("run", case.model.layers, verify_blocks, case.block_bytes, self.zero_check)
+            )
+        for peer in self.peers:
+            if _answer(peer)[0] != "armed":
+                raise RuntimeError(f"decoder {peer.cluster_id} did not arm")
         sync = PrefillSimulator(compute_ms, case.compute)
-        cpu0 = _cpu_seconds()
+        cpu0 = cpu_seconds()
         start = time.monotonic()
         task = self.dd.transfer(self.src, dests, sync, src_blocks=blocks[0], dst_blocks=blocks[1])
         code = task.wait(int(WAIT_S * 1000))
         end = time.monotonic()
-        cpu = _cpu_seconds() - cpu0
+        cpu = cpu_seconds() - cpu0
         answers = []
-        for _, conn, _ in self.peers:
-            if not conn.poll(WAIT_S):
-                raise RuntimeError("a decoder did not finish")
-            answers.append(conn.recv())
+        for peer in self.peers:
+            answers.append(_answer(peer))
         error = ""
         if code != 0 or any(a[1] != 0 for a in answers):
             error = f"code {code}, decoder codes {[a[1] for a in answers]}: " + "; ".join(
@@ -341,6 +282,11 @@ class Session:
         }
 
     def run(self, case: Case, reps: int, verify: bool) -> CaseResult:
+        result = self._measure(case, reps, verify)
+        result.link = self.link
+        return result
+
+    def _measure(self, case: Case, reps: int, verify: bool) -> CaseResult:
         layers = case.model.layers
         n = case.num_blocks
         # One call has one block mapping (as in the original API): every
@@ -348,9 +294,7 @@ class Session:
         src_blocks = block_table(case.table, n, 1) if case.paged else None
         dst_blocks = block_table(case.table, n, 100) if case.paged else None
         blocks = (src_blocks, dst_blocks)
-        dests = [
-            self.kvdist.Destination(2 + d, addrs) for d, (_, _, addrs) in enumerate(self.peers)
-        ]
+        dests = [self.kvdist.Destination(peer.cluster_id, peer.addrs) for peer in self.peers]
         compute_ms = case.compute_ms if case.mode == "layerwise" else 0.0
         layer_bulk_ms = None
         if case.mode == "layerwise":
@@ -367,7 +311,7 @@ class Session:
                 compute_ms = layer_bulk_ms
         expected = None
         if verify:
-            expected = _hash_regions(self.src, src_blocks, case.block_bytes)
+            expected = hash_regions(self.src, src_blocks, case.block_bytes)
         times, exposed, transfer_ms, post_us = [], [], [], []
         last_copy, handoff, wake = [], [], []
         cpu_p, cpu_d = [], []
@@ -415,7 +359,7 @@ class Session:
             return _failed(case, "no run")
         med = statistics.median(times)
 
-        def median_or_none(v: list[float]) -> Optional[float]:
+        def median_or_none(v: list[float]) -> float | None:
             return statistics.median(v) if v else None
 
         return CaseResult(
@@ -438,6 +382,13 @@ class Session:
             handoff_us=median_or_none(handoff),
             wake_us=median_or_none(wake),
         )
+
+
+def _answer(peer: _Peer) -> tuple:
+    try:
+        return peer.channel.recv(WAIT_S)
+    except TimeoutError:
+        raise RuntimeError(f"decoder {peer.cluster_id} did not answer") from None
 
 
 def _failed(case: Case, error: str) -> CaseResult:
