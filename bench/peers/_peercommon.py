@@ -81,6 +81,24 @@ def make_parser(system: str) -> argparse.ArgumentParser:
         help="the target zeroes the destination before every timed push and checks every byte "
         "after it (outside the timing); one failed check marks the variant unverified",
     )
+    p.add_argument(
+        "--target-netns",
+        default="",
+        help="run the target inside this network namespace (ip netns exec; root)",
+    )
+    p.add_argument(
+        "--initiator-netns",
+        default="",
+        help="run the initiator inside this network namespace (ip netns exec; root)",
+    )
+    p.add_argument(
+        "--target-host",
+        default="127.0.0.1",
+        help="the target's address: its control socket and its library listen there",
+    )
+    p.add_argument(
+        "--initiator-host", default="127.0.0.1", help="the initiator's address, for its library"
+    )
     # internal (children)
     p.add_argument(
         "--role",
@@ -212,10 +230,10 @@ def memcpy_reference(wl: Workload, src, reps: int) -> dict:
 # --------------------------------------------------------------------------- control channel
 
 
-def target_listen(ctrl_file: str):
+def target_listen(ctrl_file: str, host: str = "127.0.0.1"):
     from multiprocessing.connection import Listener
 
-    lst = Listener(("127.0.0.1", 0), authkey=AUTHKEY)
+    lst = Listener((host, 0), authkey=AUTHKEY)
     tmp = ctrl_file + ".tmp"
     with open(tmp, "w") as f:
         f.write(str(lst.address[1]))
@@ -233,7 +251,7 @@ def accept_with_timeout(lst, timeout: float):
         raise TimeoutError(f"no initiator connected within {timeout:.0f} s")
 
 
-def initiator_connect(ctrl_file: str, timeout: float):
+def initiator_connect(ctrl_file: str, timeout: float, host: str = "127.0.0.1"):
     from multiprocessing.connection import Client
 
     deadline = time.monotonic() + timeout
@@ -243,7 +261,7 @@ def initiator_connect(ctrl_file: str, timeout: float):
         time.sleep(0.05)
     with open(ctrl_file) as f:
         port = int(f.read())
-    return Client(("127.0.0.1", port), authkey=AUTHKEY)
+    return Client((host, port), authkey=AUTHKEY)
 
 
 def recv(conn, timeout: float, what: str):
@@ -285,7 +303,7 @@ def run_target(args, make_target):
 
     conn = None
     tgt = None
-    lst = target_listen(args.ctrl_file)
+    lst = target_listen(args.ctrl_file, args.target_host)
     try:
         conn = accept_with_timeout(lst, args.timeout)
         wl = Workload(args.layers, args.tensor_bytes, args.mode, args.block_bytes, args.seed)
@@ -343,7 +361,7 @@ def run_initiator(args, make_initiator):
     res = {"ok": False}
     conn = None
     try:
-        conn = initiator_connect(args.ctrl_file, min(60.0, args.timeout))
+        conn = initiator_connect(args.ctrl_file, min(60.0, args.timeout), args.target_host)
         wl = Workload(args.layers, args.tensor_bytes, args.mode, args.block_bytes, args.seed)
         src = wl.make_source()
         info = recv(conn, min(120.0, args.timeout), "target setup")["info"]
@@ -489,6 +507,10 @@ def run_attempt(
         ctrl,
         "--result-file",
         result,
+        "--target-host",
+        args.target_host,
+        "--initiator-host",
+        args.initiator_host,
     ]
     if args.no_memcpy:
         common.append("--no-memcpy")
@@ -498,11 +520,18 @@ def run_attempt(
     procs = {}
     t0 = time.monotonic()
     out = {"variant": variant, "env": env_extra, "python": python, "logdir": work}
+    if args.target_netns or args.initiator_netns:
+        out["netns"] = {
+            "target": [args.target_netns, args.target_host],
+            "initiator": [args.initiator_netns, args.initiator_host],
+        }
     try:
         for role in ("target", "initiator"):
             with open(logs[role], "w") as log:  # the child keeps its own copy of the descriptor
+                ns = args.target_netns if role == "target" else args.initiator_netns
+                prefix = ["ip", "netns", "exec", ns] if ns else []
                 procs[role] = subprocess.Popen(
-                    common + ["--role", role],
+                    prefix + common + ["--role", role],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,

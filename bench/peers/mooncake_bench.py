@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Mooncake Transfer Engine baseline for kvdist-bench.
 
-Two processes on 127.0.0.1, P2P handshake (metadata server string "P2PHANDSHAKE",
+Two processes on 127.0.0.1 (or in two network namespaces: --target-netns,
+--target-host, --initiator-netns, --initiator-host), P2P handshake (metadata server string "P2PHANDSHAKE",
 no etcd / HTTP metadata server): the TARGET initializes an engine, registers its
 destination cache and passes "127.0.0.1:<rpc port>" (its segment name) and the
 cache's address over the control socket; the INITIATOR registers its source cache
@@ -40,14 +41,14 @@ TUNED_ENV = {
 DEFAULT_VARIANTS = "tcp/async/tuned,tcp/async,tcp/sync,rdma/async/tuned,shm/async/tuned"
 
 
-def _engine(protocol: str):
+def _engine(protocol: str, host: str = "127.0.0.1"):
     from mooncake.engine import TransferEngine
 
     te = TransferEngine()
-    rc = te.initialize("127.0.0.1", "P2PHANDSHAKE", protocol, "")
+    rc = te.initialize(host, "P2PHANDSHAKE", protocol, "")
     if rc != 0:
         raise RuntimeError(
-            f"TransferEngine.initialize('127.0.0.1', 'P2PHANDSHAKE', '{protocol}', '') returned {rc}"
+            f"TransferEngine.initialize('{host}', 'P2PHANDSHAKE', '{protocol}', '') returned {rc}"
         )
     return te
 
@@ -55,14 +56,18 @@ def _engine(protocol: str):
 class Target:
     def __init__(self, args, wl, dst):
         self.protocol = args.variant.split("/")[0]
-        self.te = _engine(self.protocol)
+        self.host = args.target_host
+        self.te = _engine(self.protocol, self.host)
         self.dst = dst
         rc = self.te.register_memory(dst.ctypes.data, dst.nbytes)
         if rc != 0:
             raise RuntimeError(f"register_memory(dst, {dst.nbytes}) returned {rc}")
 
     def info(self):
-        return {"segment": f"127.0.0.1:{self.te.get_rpc_port()}", "addr": int(self.dst.ctypes.data)}
+        return {
+            "segment": f"{self.host}:{self.te.get_rpc_port()}",
+            "addr": int(self.dst.ctypes.data),
+        }
 
     def close(self):
         self.te.unregister_memory(self.dst.ctypes.data)
@@ -71,7 +76,8 @@ class Target:
 class Initiator:
     def __init__(self, args, wl, src, info):
         self.protocol, self.api = args.variant.split("/")[:2]
-        self.te = _engine(self.protocol)
+        self.host = args.initiator_host
+        self.te = _engine(self.protocol, self.host)
         self.src, self.wl = src, wl
         rc = self.te.register_memory(src.ctypes.data, src.nbytes)
         if rc != 0:
@@ -123,7 +129,9 @@ class Initiator:
                 if self.api == "async"
                 else "batch_transfer_sync_write per layer"
             ),
-            "handshake": "P2PHANDSHAKE (target segment '127.0.0.1:<rpc port>' passed over control socket)",
+            "handshake": "P2PHANDSHAKE (target segment '<target host>:<rpc port>' passed over "
+            "control socket)",
+            "initiator_host": self.host,
             "target_segment": self.seg,
             "initiator_rpc_port": self.local_rpc_port,
             "writes_per_layer": len(self.reqs[0][0]),

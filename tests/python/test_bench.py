@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pytest
 from kvdist.bench.cases import MODELS, Case, block_table
 from kvdist.bench.cli import main
+from kvdist.bench.netns import netns_unavailable
+from kvdist.bench.twohosts import child_argv
 
 
 def test_block_tables_are_permutations() -> None:
@@ -60,3 +67,78 @@ def test_small_run_verifies_bytes_and_writes_json(tmp_path: Path) -> None:
     table = md.read_text()
     assert table.startswith("| case |")
     assert table.count("verified") == 4
+
+
+def _tiny(*extra: str) -> list[str]:
+    return ["--model", "qwen2.5-7b", "--tokens", "256", "--reps", "1", *extra]
+
+
+def test_prompt_and_decoder_roles_over_loopback(tmp_path: Path) -> None:
+    """--role prompt and --role decoder as two separate commands: the bench's
+    commands travel as kvdist messages over the link, the bytes are verified."""
+    out, port_file = tmp_path / "prompt.json", tmp_path / "port"
+    env = dict(os.environ, UCX_NET_DEVICES="lo", UCX_TLS="tcp")
+    bench = [sys.executable, "-m", "kvdist.bench"]
+    prompt = subprocess.Popen(
+        [
+            *bench,
+            *_tiny("--tls", "tcp", "--baselines", "", "--json", str(out)),
+            *("--role", "prompt", "--listen", "127.0.0.1:0", "--port-file", str(port_file)),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    decoder = None
+    try:
+        deadline = time.monotonic() + 20
+        while not port_file.exists() and time.monotonic() < deadline and prompt.poll() is None:
+            time.sleep(0.05)
+        assert port_file.exists(), "the PROMPT did not listen"
+        peer = f"127.0.0.1:{port_file.read_text()}"
+        decoder = subprocess.Popen(
+            [*bench, "--role", "decoder", "--peer", peer, "--cluster-id", "7", "--tls", "tcp"],
+            env=env,
+        )
+        assert prompt.wait(60) == 0
+        assert decoder.wait(20) == 0
+    finally:
+        for p in (prompt, decoder):
+            if p is not None and p.poll() is None:
+                p.kill()
+    rows = json.loads(out.read_text())["results"]
+    kv = [r for r in rows if r["system"] == "kvdist"]
+    assert len(kv) == 4
+    assert all(r["ok"] and r["verified"] and r["link"] == "network" for r in kv)
+
+
+def _netns_works() -> bool:
+    return netns_unavailable() == ""
+
+
+@pytest.mark.skipif(not _netns_works(), reason="needs root and a working `ip netns`")
+def test_netns_two_hosts(tmp_path: Path) -> None:
+    """--netns: PROMPT in a hub namespace, DECODER in a spoke, over a veth pair;
+    ucp_am_bw on the same link; no namespace left behind."""
+    out = tmp_path / "netns.json"
+    code = main(
+        [
+            *_tiny("--tls", "tcp", "--layout", "contiguous", "--mode", "bulk", "--json", str(out)),
+            *("--baselines", "perftest", "--netns"),
+        ]
+    )
+    assert code == 0
+    data = json.loads(out.read_text())
+    rows = data["results"]
+    kv = [r for r in rows if r["system"] == "kvdist"]
+    assert len(kv) == 1 and kv[0]["ok"] and kv[0]["verified"] and kv[0]["link"] == "veth"
+    am = [r for r in rows if r.get("test") == "ucp_am_bw"]
+    assert am and am[0]["ok"] and am[0]["link"] == "veth" and am[0]["put_bytes"] == 256 * 1024
+    assert any("ucp_am_bw" in t["what"] for t in data["meta"]["targets"])
+    mine = f"kvdist_{os.getpid()}_"
+    after = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    assert mine not in after.stdout
+
+
+def test_child_argv_keeps_the_cases() -> None:
+    argv = ["--tokens", "1024", "--netns", "--json=x.json", "--plot", "p.png", "--tls", "tcp"]
+    assert child_argv(argv) == ["--tokens", "1024", "--tls", "tcp"]

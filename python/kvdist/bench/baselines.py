@@ -10,13 +10,14 @@ import statistics
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from kvdist.bench.cases import Case, block_table
 
-__all__ = ["memcpy_baseline", "perftest_baseline"]
+__all__ = ["LOOPBACK", "PerftestPath", "memcpy_baseline", "perftest_baseline"]
 
 
 def memcpy_baseline(case: Case, reps: int, threads: int = 1) -> dict[str, Any]:
@@ -73,47 +74,80 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def perftest_baseline(case: Case, size: int) -> dict[str, Any]:
-    """ucx_perftest ucp_put_bw of `size`-byte puts on the case's transport,
-    between two processes on loopback (UCX-allocated buffers, one buffer
-    reused every iteration: with size = the whole cache the memory footprint
-    is the case's; with a small size the buffer stays in the CPU cache)."""
+@dataclass(frozen=True)
+class PerftestPath:
+    """Where ucx_perftest's server and client run, and the link between them:
+    loopback by default; the netns star's hub and first spoke with --netns."""
+
+    name: str = "loopback"
+    host: str = "127.0.0.1"  # the server's address, as the client dials it
+    server_prefix: tuple[str, ...] = ()  # e.g. ("ip", "netns", "exec", hub)
+    client_prefix: tuple[str, ...] = ()
+    server_env: tuple[tuple[str, str], ...] = ()
+    client_env: tuple[tuple[str, str], ...] = ()
+
+
+LOOPBACK = PerftestPath()
+
+
+def perftest_baseline(
+    case: Case,
+    size: int,
+    test: str = "ucp_put_bw",
+    path: PerftestPath = LOOPBACK,
+    tls: str | None = None,
+    budget_bytes: int = 512 << 20,
+) -> dict[str, Any]:
+    """ucx_perftest `test` (ucp_put_bw, ucp_am_bw) of `size`-byte messages on
+    `tls` (default: the case's transport) between two processes on `path`
+    (UCX-allocated buffers, one buffer reused every iteration: with size =
+    the whole cache the memory footprint is the case's; with a small size the
+    buffer stays in the CPU cache). Iterations: about ``budget_bytes`` in all."""
+    tls = case.tls if tls is None else tls
     exe = shutil.which("ucx_perftest")
     result: dict[str, Any] = {
         "system": "ucx_perftest",
+        "test": test,
         # ucx_perftest reuses one buffer: at sizes that fit the CPU cache it
         # measures cache, not DRAM, bandwidth.
-        "label": f"ucx_perftest ucp_put_bw {size} B (one reused buffer)"
-        + (f" tls={case.tls}" if case.tls else ""),
+        "label": f"ucx_perftest {test} {size} B (one reused buffer)"
+        + (f" tls={tls}" if tls else "")
+        + ("" if path.name == "loopback" else f" via {path.name}"),
         "put_bytes": size,
+        "tls": tls,
+        "link": path.name,
         "ok": False,
     }
     if exe is None:
         result["error"] = "ucx_perftest not found (apt-get install ucx-utils)"
         return result
     env = dict(os.environ, UCX_NET_DEVICES=os.environ.get("UCX_NET_DEVICES", "lo"))
-    if case.tls:
-        env["UCX_TLS"] = case.tls
+    if tls:
+        env["UCX_TLS"] = tls
     else:
         env.pop("UCX_TLS", None)
-    iters = int(max(6, min(20000, (512 << 20) // size)))
+    iters = int(max(6, min(20000, budget_bytes // size)))
     port = _free_port()
     server = subprocess.Popen(
-        [exe, "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*path.server_prefix, exe, "-p", str(port)],
+        env=dict(env, **dict(path.server_env)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
-        out: Optional[str] = None
+        out: str | None = None
         for _ in range(50):  # the server needs a moment to listen
             time.sleep(0.1)
             try:
                 out = subprocess.run(
                     [
+                        *path.client_prefix,
                         exe,
-                        "127.0.0.1",
+                        path.host,
                         "-p",
                         str(port),
                         "-t",
-                        "ucp_put_bw",
+                        test,
                         "-s",
                         str(size),
                         "-n",
@@ -121,10 +155,11 @@ def perftest_baseline(case: Case, size: int) -> dict[str, Any]:
                         "-w",
                         str(max(2, iters // 10)),
                     ],
-                    env=env,
+                    env=dict(env, **dict(path.client_env)),
                     capture_output=True,
                     text=True,
                     timeout=120,
+                    check=False,
                 ).stdout
             except subprocess.TimeoutExpired:
                 result["error"] = "ucx_perftest timed out"
@@ -137,7 +172,7 @@ def perftest_baseline(case: Case, size: int) -> dict[str, Any]:
             return result
         cols = match.group(1).split()
         mib_s = float(cols[5])  # bandwidth overall, MiB/s
-        result.update(gbps=mib_s * 1048576 / 1e9, bytes=size * iters, ok=True)
+        result.update(gbps=mib_s * 1048576 / 1e9, bytes=size * iters, iters=iters, ok=True)
         return result
     finally:
         server.kill()

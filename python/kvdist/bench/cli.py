@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
 import platform
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Callable
 
-from kvdist.bench.baselines import memcpy_baseline, perftest_baseline
+from kvdist.bench.baselines import LOOPBACK, PerftestPath, memcpy_baseline, perftest_baseline
 from kvdist.bench.cases import AUTO, MODELS, Case, Model
+from kvdist.bench.decoder import remote_decoder
 from kvdist.bench.peers import find_peers_dir, peer_baseline
+from kvdist.bench.remote import RemoteDecoders, split_host_port
 from kvdist.bench.report import markdown_table, print_table, write_json, write_plot
 from kvdist.bench.runner import Session, session_key
 from kvdist.bench.targets import target_ratios
@@ -32,12 +35,14 @@ def _compute_ms(s: str) -> float:
     return AUTO if s == "auto" else float(s)
 
 
-def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="kvdist-bench",
         description="Push model-shaped KV caches from a PROMPT to DECODER processes on this "
         "host and report bandwidth, exposed time and overheads, beside memcpy and "
-        "ucx_perftest. With no options: a short default case (under a minute).",
+        "ucx_perftest. With no options: a short default case (under a minute). "
+        "Two hosts: --role prompt on one, --role decoder on the other; "
+        "--netns emulates them on this machine (root).",
     )
     p.add_argument(
         "--model",
@@ -137,6 +142,37 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         help="the full matrix: all presets, 256..16384 tokens, both layouts, "
         "blocks of 16 and 128, all tables, 1/2/4 destinations",
     )
+    two = p.add_argument_group(
+        "two hosts",
+        "the PROMPT and its DECODERs on different hosts (or namespaces): the bench's "
+        "commands travel as kvdist peer messages over the link, no other port",
+    )
+    two.add_argument(
+        "--role",
+        choices=["both", "prompt", "decoder"],
+        default="both",
+        help="both: PROMPT and DECODERs spawned on this host (default); prompt: listen "
+        "and wait for --decoders remote DECODERs; decoder: one DECODER linking to --peer",
+    )
+    two.add_argument("--listen", help="--role prompt: IP:PORT to listen on (port 0: any)")
+    two.add_argument(
+        "--decoders",
+        type=int,
+        help="--role prompt: DECODERs to wait for (default: the largest --destinations)",
+    )
+    two.add_argument("--peer", help="--role decoder: the PROMPT's HOST:PORT")
+    two.add_argument(
+        "--cluster-id", type=int, default=2, help="--role decoder: its cluster id (2, 3, ...)"
+    )
+    two.add_argument(
+        "--netns",
+        action="store_true",
+        help="two hosts on this machine (root): the PROMPT in a hub network namespace "
+        "with a bridge, each DECODER in a namespace of its own joined by a veth pair; "
+        "kvdist's network path (KVDIST_NETWORK_PATH=1), ucx_perftest on the same link",
+    )
+    two.add_argument("--port-file", help=argparse.SUPPRESS)  # --role prompt: write the port
+    two.add_argument("--link", default="network", help=argparse.SUPPRESS)  # rows' link name
     return p.parse_args(argv)
 
 
@@ -281,41 +317,107 @@ def _outputs(a: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         print(f"wrote {a.plot}" if err is None else f"no plot: {err}")
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    a = parse_args(argv)
-    if a.from_json:
-        with open(a.from_json) as f:
-            rows = json.load(f)["results"]
-        print_table(rows)
-        summary(rows)
-        _outputs(a, rows)
-        return 0
-    cases = build_cases(a)
-    if not cases:
-        print("no case to run", file=sys.stderr)
-        return 2
-    baseline_cases = {}
+def _one(values: list[Any], option: str, default: Any) -> Any:
+    """The single value of a list option (two-host modes hold one DataDist per run)."""
+    if len(values) > 1:
+        raise SystemExit(f"{option}: one value only with --role prompt/decoder or --netns")
+    return values[0] if values else default
+
+
+def baseline_plan(
+    a: argparse.Namespace,
+    cases: list[Case],
+    path: PerftestPath = LOOPBACK,
+    perftest: bool = True,
+    peer_netns: dict[str, Any] | None = None,
+) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+    """The baselines of a run, as (what, measure) pairs: memcpy of each bulk case's
+    bytes; ucx_perftest ucp_put_bw (the put size and the whole cache) on ``path``;
+    on the network path (a tcp case, or a link between namespaces or hosts)
+    ucp_am_bw over tcp at each size of one layer's K tensor; the peers."""
+    baseline_cases: dict[tuple, Case] = {}
     for c in cases:
         if c.mode == "bulk":
             baseline_cases.setdefault(
                 (c.model, c.tokens, c.layout, c.block_tokens, c.table, c.tls), c
             )
+    copy_threads = sorted({1} | {c.lanes_used for c in cases})
+    network = path.name != "loopback"
+    plan: list[tuple[str, Callable[[], dict[str, Any]]]] = []
+    am_sizes: set[int] = set()
     peers_dir = find_peers_dir() if a.peers else None
     if a.peers and peers_dir is None:
         print(
             "--peers: no bench/peers found from here (run from a kvdist checkout)", file=sys.stderr
         )
-        a.peers = []
-    copy_threads = sorted({1} | {c.lanes_used for c in cases})
-    per_case = (
-        len(copy_threads) * ("memcpy" in a.baselines)
-        + 2 * ("perftest" in a.baselines)
-        + len(a.peers)
-    )
-    steps = len(cases) + len(baseline_cases) * per_case
-    progress = Progress(steps)
+    for c in baseline_cases.values():
+        if "memcpy" in a.baselines:
+            for threads in copy_threads:
+                plan.append(
+                    (
+                        f"memcpy {threads}T {c.label()}",
+                        functools.partial(memcpy_baseline, c, a.reps, threads),
+                    )
+                )
+        if perftest and "perftest" in a.baselines:
+            # Between namespaces UCX would take shared memory (one host): the
+            # network path's transports, as kvdist's (KVDIST_NETWORK_PATH=1).
+            tls = (c.tls or "^sm") if network else c.tls
+            # UCX 1.13 emulates put over tcp at tens of MB/s for large puts: on
+            # the network path (tcp, or across namespaces) only the put size,
+            # about 64 MiB of it.
+            net_case = network or "tcp" in c.tls
+            sizes = (c.put_bytes,) if net_case else (c.put_bytes, c.bytes_per_destination)
+            for size in sizes:
+                plan.append(
+                    (
+                        f"ucx_perftest ucp_put_bw {size} B",
+                        functools.partial(
+                            perftest_baseline,
+                            c,
+                            size,
+                            "ucp_put_bw",
+                            path,
+                            tls,
+                            (64 << 20) if net_case else (512 << 20),
+                        ),
+                    )
+                )
+            if net_case and c.tensor_bytes not in am_sizes:
+                am_sizes.add(c.tensor_bytes)
+                plan.append(
+                    (
+                        f"ucx_perftest ucp_am_bw {c.tensor_bytes} B",
+                        functools.partial(
+                            perftest_baseline, c, c.tensor_bytes, "ucp_am_bw", path, "tcp"
+                        ),
+                    )
+                )
+        for system in a.peers if peers_dir is not None else []:
+            plan.append(
+                (
+                    f"{system} {c.label()}",
+                    functools.partial(
+                        peer_baseline,
+                        system,
+                        c,
+                        a.reps,
+                        peers_dir,
+                        a.peers_python,
+                        zero_check=a.zero_check,
+                        netns=peer_netns,
+                    ),
+                )
+            )
+    return plan
+
+
+def run_cases(
+    a: argparse.Namespace, cases: list[Case], progress: Progress, remote: Any = None
+) -> list[dict[str, Any]]:
+    """Every case, sessions reused while their key stays the same."""
     rows: list[dict[str, Any]] = []
-    session: Optional[Session] = None
+    session: Session | None = None
     key = None
     try:
         for case in cases:
@@ -323,28 +425,31 @@ def main(argv: Optional[list[str]] = None) -> int:
             if session_key(case) != key:
                 if session is not None:
                     session.close()
-                session = Session(case, a.zero_check)
+                    session = None
+                session = Session(case, a.zero_check, remote)
                 key = session_key(case)
             rows.append(session.run(case, a.reps, not a.no_verify).as_dict())
     finally:
         if session is not None:
             session.close()
-    for c in baseline_cases.values():
-        if "memcpy" in a.baselines:
-            for threads in copy_threads:
-                progress.step(f"memcpy {threads}T {c.label()}")
-                rows.append(memcpy_baseline(c, a.reps, threads))
-        if "perftest" in a.baselines:
-            for size in (c.put_bytes, c.bytes_per_destination):
-                progress.step(f"ucx_perftest {size} B")
-                rows.append(perftest_baseline(c, size))
-        for system in a.peers:
-            progress.step(f"{system} {c.label()}")
-            assert peers_dir is not None
-            rows.append(
-                peer_baseline(system, c, a.reps, peers_dir, a.peers_python, zero_check=a.zero_check)
-            )
-    progress.finish()
+    return rows
+
+
+def run_plan(plan: list[tuple[str, Callable[[], dict[str, Any]]]], progress: Progress) -> list:
+    rows = []
+    for what, measure in plan:
+        progress.step(what)
+        rows.append(measure())
+    return rows
+
+
+def report(
+    a: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    argv: list[str] | None,
+    extra_meta: dict[str, Any] | None = None,
+) -> int:
+    """Table, summary, targets, JSON, Markdown and plot; 1 if a kvdist case failed."""
     print_table(rows)
     summary(rows)
     meta = {
@@ -353,6 +458,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "host": platform.node(),
         "cpus": os.cpu_count(),
         "ucx_net_devices": os.environ.get("UCX_NET_DEVICES", ""),
+        **(extra_meta or {}),
     }
     meta["targets"] = target_ratios(rows)
     if a.json:
@@ -361,3 +467,62 @@ def main(argv: Optional[list[str]] = None) -> int:
     _outputs(a, rows)
     failed = [r for r in rows if r.get("system") == "kvdist" and not r.get("ok")]
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    if a.from_json:
+        with open(a.from_json) as f:
+            rows = json.load(f)["results"]
+        print_table(rows)
+        summary(rows)
+        _outputs(a, rows)
+        return 0
+    if a.role == "decoder":
+        if not a.peer:
+            raise SystemExit("--role decoder needs --peer HOST:PORT (the PROMPT's listen address)")
+        host, port = split_host_port(a.peer)
+        return remote_decoder(host, port, a.cluster_id, _one(a.tls, "--tls", ""))
+    if a.netns:
+        from kvdist.bench.twohosts import run_netns
+
+        return run_netns(a, argv if argv is not None else sys.argv[1:])
+    cases = build_cases(a)
+    if not cases:
+        print("no case to run", file=sys.stderr)
+        return 2
+    remote = None
+    if a.role == "prompt":
+        if not a.listen:
+            raise SystemExit("--role prompt needs --listen IP:PORT")
+        _one(a.lanes, "--lanes", 0)
+        need = max(c.destinations for c in cases)
+        if a.decoders is not None and a.decoders < need:
+            raise SystemExit(f"--decoders {a.decoders}: the cases need {need}")
+        if "perftest" in a.baselines:
+            print(
+                "--role prompt: no ucx_perftest rows (run it between the two hosts: "
+                "ucx_perftest -t ucp_am_bw -s SIZE -n ITERS, server without a host)",
+                file=sys.stderr,
+            )
+        plan = baseline_plan(a, cases, perftest=False)
+        remote = RemoteDecoders(
+            a.listen,
+            a.decoders or need,
+            tls=_one(a.tls, "--tls", ""),
+            lanes=_one(a.lanes, "--lanes", 0),
+            pool_bytes=max(c.bytes_per_destination for c in cases) + (1 << 30),
+            link=a.link,
+            port_file=a.port_file,
+        )
+    else:
+        plan = baseline_plan(a, cases)
+    progress = Progress(len(cases) + len(plan))
+    try:
+        rows = run_cases(a, cases, progress, remote)
+    finally:
+        if remote is not None:
+            remote.close()
+    rows += run_plan(plan, progress)
+    progress.finish()
+    return report(a, rows, argv)

@@ -49,11 +49,14 @@ def peer_baseline(
     python: str | None,
     zero_check: bool = False,
     variants: str | None = None,
+    netns: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Runs bench/peers/<system>_bench.py on the case's layout; one result row: the
     fastest verified variant, its name and CPU seconds per push (cpu_prompt_s: the
     initiator, cpu_decoders_s: the target). zero_check: the target zeroes its cache
-    before every timed push and checks every byte after it."""
+    before every timed push and checks every byte after it. netns: the target
+    and the initiator in network namespaces (keys target_ns, target_host,
+    initiator_ns, initiator_host; Mooncake only): its TCP over the same link."""
     row: dict[str, Any] = {
         "system": system,
         "label": f"{system} {case.label()}",
@@ -66,6 +69,12 @@ def peer_baseline(
         "mode": "bulk",
         "ok": False,
     }
+    if netns is not None:
+        if system != "mooncake":
+            row["error"] = f"{system} is not wired to run across --netns"
+            return row
+        row["label"] += f" via {netns.get('link', 'veth')}"
+        row["link"] = netns.get("link", "veth")
     variants = variants or VARIANTS[system]
     budget = 120 + (ATTEMPT_TIMEOUT_S + 30) * len(variants.split(","))
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,6 +104,9 @@ def peer_baseline(
             cmd += ["--python", python]
         if zero_check:
             cmd.append("--zero-check")
+        for key in ("target_ns", "target_host", "initiator_ns", "initiator_host"):
+            if netns and netns.get(key):
+                cmd += ["--" + key.replace("_", "-"), netns[key]]
         try:
             subprocess.run(cmd, capture_output=True, text=True, timeout=budget, check=False)
         except subprocess.TimeoutExpired:

@@ -1,4 +1,4 @@
-"""The data path's targets (issue 10) as ratios of rows measured in one run."""
+"""The data path's targets (issues 10 and 11) as ratios of rows measured in one run."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ __all__ = ["target_ratios"]
 _SAME = ("model", "tokens", "layout", "table")
 
 
-def _find(rows: list[dict[str, Any]], **want: Any) -> Optional[dict[str, Any]]:
+def _find(rows: list[dict[str, Any]], **want: Any) -> dict[str, Any] | None:
     for r in rows:
         if r.get("ok") and all(r.get(k) == v for k, v in want.items()):
             return r
     return None
+
+
+def _network(r: dict[str, Any]) -> bool:
+    """A row of the network path: over tcp, or between namespaces or hosts."""
+    return "tcp" in (r.get("tls") or "") or r.get("link", "loopback") != "loopback"
 
 
 def target_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -28,7 +33,12 @@ def target_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         same = {k: r.get(k) for k in _SAME}
         label = r["label"]
-        if r["mode"] == "bulk" and r["destinations"] == 1 and r.get("memory", "own") == "own":
+        if (
+            r["mode"] == "bulk"
+            and r["destinations"] == 1
+            and r.get("memory", "own") == "own"
+            and r.get("link", "loopback") == "loopback"
+        ):
             threads = r.get("lanes_used") or 1
             m = _find(rows, system="memcpy", threads=threads, **same)
             if m:
@@ -81,6 +91,18 @@ def target_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             )
             if one:
                 add(f"{label} / x1 (GB/s, all destinations)", r["gbps"] / one["gbps"], "scales")
+        if r["mode"] == "bulk" and r["destinations"] == 1 and _network(r):
+            # The network path against UCX's own active messages on the same
+            # link, at the size of one layer's K tensor.
+            am = _find(
+                rows,
+                system="ucx_perftest",
+                test="ucp_am_bw",
+                link=r.get("link", "loopback"),
+                put_bytes=r.get("tensor_bytes"),
+            )
+            if am:
+                add(f"{label} / ucp_am_bw {am['put_bytes']} B", r["gbps"] / am["gbps"], ">= 0.9")
         if r["mode"] == "layerwise" and r.get("exposed_per_layer") is not None:
             add(f"{label}: exposed / one layer", r["exposed_per_layer"], "<= 1.2 from 1k tokens")
             if r.get("fixed_tail_us") is not None:
