@@ -104,9 +104,14 @@ def peer_baseline(
             cmd += ["--python", python]
         if zero_check:
             cmd.append("--zero-check")
-        for key in ("target_ns", "target_host", "initiator_ns", "initiator_host"):
+        for key, option in (
+            ("target_ns", "--target-netns"),
+            ("target_host", "--target-host"),
+            ("initiator_ns", "--initiator-netns"),
+            ("initiator_host", "--initiator-host"),
+        ):
             if netns and netns.get(key):
-                cmd += ["--" + key.replace("_", "-"), netns[key]]
+                cmd += [option, netns[key]]
         try:
             subprocess.run(cmd, capture_output=True, text=True, timeout=budget, check=False)
         except subprocess.TimeoutExpired:
