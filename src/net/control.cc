@@ -152,6 +152,9 @@ void Transport::Impl::handle(ucp_ep_h ep, const std::string& bytes) {
     case MsgType::kChallenge:
       on_challenge(peer, msg);
       break;
+    case MsgType::kDataAck:
+      on_data_ack(peer, msg);
+      break;
     case MsgType::kHello:
     case MsgType::kAuth:
       fail_peer(peer, Status(StatusCode::kLinkFailed, "unexpected handshake"));
@@ -174,13 +177,18 @@ void Transport::Impl::handle(ucp_ep_h ep, const std::string& bytes) {
 
 void Transport::notify(uint64_t peer_id, std::string note) {
   Impl* self = impl_.get();
-  self->worker->post([self, peer_id, note = std::move(note)] {
+  self->worker->post([self, peer_id, note = std::move(note)]() mutable {
     auto it = self->peers.find(peer_id);
     if (it == self->peers.end() || it->second->state != Impl::PeerState::kUp) return;
+    Impl::Peer& peer = *it->second;
+    if (!peer.writes.empty()) {
+      peer.held_notes.emplace_back(*peer.writes.rbegin(), std::move(note));
+      return;
+    }
     Message m;
     m.type = MsgType::kNote;
-    m.text = note;
-    self->send(it->second->ctrl, m);
+    m.text = std::move(note);
+    self->send(peer.ctrl, m);
   });
 }
 

@@ -102,6 +102,7 @@ void Transport::Impl::on_auth(ucp_ep_h ep, const Message& msg) {
   peer->ctrl = ep;
   ucs_status_t s = UCS_OK;
   peer->same_host = !network_only && hello.host_id == my_host;
+  peer->am_writes = am_writes && !(peer->same_host && shm_transports);
   peer->data = create_data_ep(msg.worker_address, peer->same_host, &s);
   if (peer->data == nullptr) {
     // Refused before it touches anything: a hello that cannot complete
@@ -219,6 +220,7 @@ void Transport::Impl::on_hello_ack(const std::shared_ptr<Peer>& peer, const Mess
   }
   ucs_status_t s = UCS_OK;
   peer->same_host = !network_only && msg.host_id == my_host;
+  peer->am_writes = am_writes && !(peer->same_host && shm_transports);
   peer->data = create_data_ep(msg.worker_address, peer->same_host, &s);
   if (peer->data == nullptr) {
     fail_peer(peer, ucx_status(StatusCode::kLinkFailed, "cannot reach the listener's worker", s));

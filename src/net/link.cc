@@ -81,6 +81,7 @@ void Transport::Impl::fail_peer(std::shared_ptr<Peer> peer, const Status& why, b
     PendingWrite& w = writes.at(id);
     if (w.status.ok()) w.status = why;
     if (w.batch_pending) mem::CopyLanes::cancel(w.batch);
+    w.ack_pending = false;  // it will not come
   }
   // Copies still running into the peer's memory hold its mappings: the
   // data side ends when they have returned.
@@ -115,7 +116,11 @@ void Transport::Impl::teardown_data(const std::shared_ptr<Peer>& peer) {
   // after this no write of ours can still land there.
   close_ep(peer->data, true);
   peer->data = nullptr;
-  for (uint64_t w : std::set<uint64_t>(peer->writes)) complete_write(w, peer->down_why);
+  // A write whose messages UCX still holds completes when they return
+  // (their source must stay valid until then).
+  for (uint64_t w : std::set<uint64_t>(peer->writes)) {
+    if (writes.at(w).am_sends == 0) complete_write(w, peer->down_why);
+  }
 }
 
 void Transport::Impl::unlink(const std::shared_ptr<Peer>& peer, const Status& why) {

@@ -36,7 +36,7 @@ std::vector<RegionInfo> Transport::Impl::local_regions() const {
 
 std::map<uint64_t, Transport::Impl::Withdrawal>::iterator Transport::Impl::maybe_finish_withdrawal(
     std::map<uint64_t, Withdrawal>::iterator it) {
-  if (!it->second.waiting.empty()) return std::next(it);
+  if (!it->second.waiting.empty() || recvs_in_flight.count(it->first) != 0) return std::next(it);
   auto done = std::move(it->second.done);
   local.remove(it->first);
   auto next = withdrawals.erase(it);

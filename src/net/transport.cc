@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -27,6 +28,13 @@ std::string host_id() {
   std::string boot_id;
   std::getline(boot, boot_id);
   return id + "/" + boot_id;
+}
+
+// An RDMA device (verbs): puts are native there, so writes stay puts.
+bool rdma_present() {
+  std::error_code ec;
+  std::filesystem::directory_iterator it("/sys/class/infiniband", ec);
+  return !ec && it != std::filesystem::directory_iterator();
 }
 
 // 127.0.0.0/8: only this host can reach a listener there.
@@ -132,6 +140,12 @@ Result<std::unique_ptr<Transport>> Transport::start(const TransportOptions& opti
   }
   if (options.network_only) impl->network_only = true;
   if (impl->network_only) impl->direct_copy = false;
+  impl->shm_transports = tls_allows_shared_memory() && !impl->network_only;
+  impl->am_writes = !rdma_present();
+  if (const char* mode = std::getenv("KVDIST_NETWORK_WRITES")) {
+    if (std::string(mode) == "put") impl->am_writes = false;
+    if (std::string(mode) == "am") impl->am_writes = true;
+  }
   impl->secret =
       options.auth_secret.empty() ? auth::secret_from_environment() : options.auth_secret;
   if (options.listen && impl->secret.empty() && !loopback(options.listen_ip)) {
@@ -162,6 +176,10 @@ Result<std::unique_ptr<Transport>> Transport::start(const TransportOptions& opti
   am.cb = Impl::on_am;
   am.arg = self;
   ucs_status_t s = ucp_worker_set_am_recv_handler(w, &am);
+  if (s != UCS_OK) return ucx_status(StatusCode::kFailed, "ucp_worker_set_am_recv_handler", s);
+  am.id = kAmData;
+  am.cb = Impl::on_am_data;
+  s = ucp_worker_set_am_recv_handler(w, &am);
   if (s != UCS_OK) return ucx_status(StatusCode::kFailed, "ucp_worker_set_am_recv_handler", s);
 
   ucp_worker_attr_t attr{};

@@ -134,7 +134,8 @@ class Transport {
   // runs; on failure done(code) runs and no write of this call can still land.
   void write(uint64_t peer, std::vector<WriteOp> ops, std::string note,
              std::function<void(const Status&)> done);
-  // Sends a note alone.
+  // Sends a note alone, after the notes of every write to `peer` posted
+  // before it (held until those writes complete).
   void notify(uint64_t peer, std::string note);
 
   struct Impl;

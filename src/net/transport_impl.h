@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -31,6 +32,7 @@ namespace kvdist::net {
 
 using Clock = std::chrono::steady_clock;
 inline constexpr uint16_t kAmControl = 1;
+inline constexpr uint16_t kAmData = 2;  // net/am_path.cc
 inline constexpr std::chrono::milliseconds kSyncTimeout{10000};
 
 // "destination [0x..., +len)", as the errors about a peer's memory say it.
@@ -99,6 +101,14 @@ struct Transport::Impl {
     Message hello;             // its hello, once seen
     std::string server_nonce;  // our challenge
   };
+  // A write of a peer being received on the active-message path.
+  struct Incoming {
+    uint32_t count = 0;  // its messages
+    uint32_t received = 0;
+    StatusCode code = StatusCode::kSuccess;  // first failure
+  };
+  struct AmSend;
+  struct AmRecv;
   enum class PeerState { kConnecting, kUp, kDown };
   struct Peer {
     uint64_t cluster_id = 0;
@@ -116,7 +126,15 @@ struct Transport::Impl {
     uint64_t next_ping = 1;
     std::map<uint64_t, std::function<void()>> pongs;
     std::set<uint64_t> writes;  // ids of pending writes
-    bool same_host = false;     // the peer said it runs on this host (boot id)
+    // Notes sent with notify() while writes posted before them were still
+    // pending: (the last such write's id, payload). They go out after those
+    // writes' own notes, so a peer never hears of a failure before the
+    // layers that went ahead of it.
+    std::deque<std::pair<uint64_t, std::string>> held_notes;
+    bool same_host = false;  // the peer said it runs on this host (boot id)
+    // Writes to it take the active-message path (no native RMA to it).
+    bool am_writes = false;
+    std::map<uint64_t, Incoming> incoming;  // its writes being received
     // Cross-process copies: the nonce we asked the peer to keep, its pid
     // once it has proved it, and the nonce it asked us to keep.
     std::string probe_nonce;
@@ -139,7 +157,9 @@ struct Transport::Impl {
     bool flush_pending = false;
     bool batch_pending = false;
     std::shared_ptr<mem::CopyBatch> batch;
-    Status status;  // first failure
+    int am_sends = 0;          // active messages not yet completed
+    bool ack_pending = false;  // the receiver's kDataAck
+    Status status;             // first failure
   };
 
   TransportOptions options;
@@ -168,6 +188,14 @@ struct Transport::Impl {
   bool direct_copy = true;
   // Every peer is treated as remote (TransportOptions::network_only).
   bool network_only = false;
+  // UCX may use shared memory between processes of this host.
+  bool shm_transports = true;
+  // Writes to peers without native RMA take the active-message path
+  // (KVDIST_NETWORK_WRITES=am|put; default am, put where RDMA is present).
+  bool am_writes = true;
+  // Receives in flight on the active-message path, by local region: a
+  // withdrawal waits for them.
+  std::map<uint64_t, int> recvs_in_flight;
   std::unique_ptr<mem::CopyLanes> lanes;
   // Copy batches finished on a lane thread, for the progress thread.
   std::mutex lane_mu;
@@ -270,6 +298,8 @@ struct Transport::Impl {
   // A part of write `id` ended; completes it when it was the last.
   void maybe_complete(uint64_t id);
   void complete_write(uint64_t id, Status s);  // by value: s may live in the write
+  // Sends the held notes whose earlier writes have all completed.
+  void release_notes(Peer& peer);
 
   // ---- shm_path.cc: copies into peers on this host, on the lanes ----
   // A copy batch of write `id` returned from the lanes (progress thread).
@@ -286,6 +316,18 @@ struct Transport::Impl {
   // the link failed on the way (the write completes through its teardown).
   bool post_puts(uint64_t id, const std::shared_ptr<Peer>& peer,
                  const std::vector<std::pair<WriteOp, ucp_rkey_h>>& puts);
+
+  // ---- am_path.cc: active-message writes, placed by the receiver ----
+  bool post_am_writes(uint64_t id, const std::shared_ptr<Peer>& peer,
+                      const std::vector<WriteOp>& ops);
+  void am_sent(uint64_t id, ucs_status_t s);
+  void on_data_ack(const std::shared_ptr<Peer>& peer, const Message& msg);
+  static ucs_status_t on_am_data(void* arg, const void* header, size_t header_length, void* data,
+                                 size_t length, const ucp_am_recv_param_t* param);
+  static void on_data_received(void* request, ucs_status_t status, size_t length, void* user_data);
+  // One message of a peer's write placed (or refused); acknowledges the
+  // write once all are in.
+  void data_message_done(const std::shared_ptr<Peer>& peer, uint64_t write_id, StatusCode code);
 
   // ---- transport.cc: deadlines ----
   void tick();

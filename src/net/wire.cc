@@ -82,6 +82,7 @@ std::string encode(const Message& msg) {
       w.bytes(msg.text);
       break;
     case MsgType::kProbeAck:
+    case MsgType::kDataAck:
       w.u64(msg.value);
       w.i64(msg.code);
       break;
@@ -141,6 +142,7 @@ bool decode(std::string_view in, Message* msg) {
       ok = r.bytes(&msg->text, kMaxProbeBytes);
       break;
     case MsgType::kProbeAck:
+    case MsgType::kDataAck:
       ok = r.u64(&msg->value) && r.i64(&msg->code);
       break;
     case MsgType::kBye:

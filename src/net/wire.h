@@ -45,6 +45,9 @@ enum class MsgType : uint8_t {
   kProbeAck = 12,
   kChallenge = 13,  // server -> client: nonce = the server's nonce
   kAuth = 14,       // client -> server: proof, worker address, regions
+  // Active-message writes (net/am_path.cc): value = the sender's write id,
+  // code = 0 when every message of it was placed, else a StatusCode.
+  kDataAck = 15,
 };
 
 // Hello flags (Message::value).

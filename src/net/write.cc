@@ -19,7 +19,7 @@ void Transport::Impl::maybe_complete(uint64_t id) {
   auto it = writes.find(id);
   if (it == writes.end()) return;
   const PendingWrite& w = it->second;
-  if (w.flush_pending || w.batch_pending) return;
+  if (w.flush_pending || w.batch_pending || w.am_sends > 0 || w.ack_pending) return;
   if (w.peer->state == PeerState::kDown && w.peer->data != nullptr)
     return;                  // teardown completes it
   Status status = w.status;  // complete_write erases w
@@ -38,7 +38,19 @@ void Transport::Impl::complete_write(uint64_t id, Status s) {  // by value: s ma
     m.text = std::move(w.note);
     send(w.peer->ctrl, m);
   }
+  if (w.peer->state == PeerState::kUp) release_notes(*w.peer);
   w.done(s);
+}
+
+void Transport::Impl::release_notes(Peer& peer) {
+  while (!peer.held_notes.empty() &&
+         (peer.writes.empty() || *peer.writes.begin() > peer.held_notes.front().first)) {
+    Message m;
+    m.type = MsgType::kNote;
+    m.text = std::move(peer.held_notes.front().second);
+    peer.held_notes.pop_front();
+    send(peer.ctrl, m);
+  }
 }
 
 void Transport::write(uint64_t peer_id, std::vector<WriteOp> ops, std::string note,
@@ -83,6 +95,7 @@ void Transport::write(uint64_t peer_id, std::vector<WriteOp> ops, std::string no
     // network path for the rest.
     std::vector<mem::CopyPiece> copies;
     std::vector<std::pair<WriteOp, ucp_rkey_h>> puts;
+    std::vector<WriteOp> messages;
     for (size_t i = 0; i < ops.size(); ++i) {
       const WriteOp& op = ops[i];
       const auto& region = *regions[i];
@@ -93,10 +106,15 @@ void Transport::write(uint64_t peer_id, std::vector<WriteOp> ops, std::string no
       } else if (peer->pid != 0) {
         // The peer's own memory, on this host, its pid proved.
         copies.push_back({reinterpret_cast<void*>(op.remote_addr), src, op.len, peer->pid});
+      } else if (peer->am_writes) {
+        WriteOp pinned = op;
+        pinned.region_id = region.id;  // the receiver checks it
+        messages.push_back(pinned);
       } else {
         puts.emplace_back(op, region.payload.rkey);
       }
     }
+    if (!messages.empty() && !self->post_am_writes(id, peer, messages)) return;
     if (!puts.empty() && !self->post_puts(id, peer, puts)) return;
     // Last: the batch may finish (and complete the write) inside.
     if (!copies.empty()) {
