@@ -154,4 +154,35 @@ bool decode(std::string_view in, Message* msg) {
   return ok && r.at_end();
 }
 
+std::string encode_data_header(const DataHeader& h) {
+  ByteWriter w;
+  w.u32(kDataMagic);
+  w.u64(h.write_id);
+  w.u32(h.index);
+  w.u32(h.count);
+  w.u64(h.region_id);
+  w.u32(static_cast<uint32_t>(h.ranges.size()));
+  for (const auto& [addr, len] : h.ranges) {
+    w.u64(addr);
+    w.u64(len);
+  }
+  return w.take();
+}
+
+bool decode_data_header(std::string_view in, DataHeader* h) {
+  ByteReader r(in);
+  uint32_t magic = 0;
+  uint32_t n = 0;
+  if (!r.u32(&magic) || magic != kDataMagic || !r.u64(&h->write_id) || !r.u32(&h->index) ||
+      !r.u32(&h->count) || !r.u64(&h->region_id) || !r.count(&n, 2 * sizeof(uint64_t)) || n == 0 ||
+      n > kMaxDataRanges || h->count == 0 || h->index >= h->count) {
+    return false;
+  }
+  h->ranges.resize(n);
+  for (auto& [addr, len] : h->ranges) {
+    if (!r.u64(&addr) || !r.u64(&len) || len == 0 || addr + len < addr) return false;
+  }
+  return r.at_end();
+}
+
 }  // namespace kvdist::net

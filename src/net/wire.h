@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace kvdist::net {
@@ -75,6 +76,23 @@ struct Message {
   int64_t code = 0;                  // nack, probe_ack
   std::string text;                  // nack message, note payload, probe nonce
 };
+
+// The header of a data message on the active-message path (net/am_path.cc):
+// message `index` of `count` of the sender's write `write_id`, whose payload
+// goes to `ranges` (address, length at the receiver), all in one region.
+inline constexpr uint32_t kDataMagic = 0x4D41564B;  // "KVAM"
+inline constexpr size_t kMaxDataRanges = 256;
+struct DataHeader {
+  uint64_t write_id = 0;
+  uint32_t index = 0;
+  uint32_t count = 0;
+  uint64_t region_id = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+};
+std::string encode_data_header(const DataHeader& h);
+// False for anything but one well-formed header: 1..kMaxDataRanges ranges,
+// none empty or wrapping, index < count.
+bool decode_data_header(std::string_view in, DataHeader* h);
 
 std::string encode(const Message& msg);
 // False (and *msg unspecified) for any input that is not exactly one valid

@@ -70,6 +70,38 @@ TEST(Wire, HandshakeMessagesRoundTrip) {
   EXPECT_FALSE(decode(encode(auth), &out));
 }
 
+TEST(Wire, DataHeaderRoundTripsAndRejectsWhatNoSenderWrites) {
+  DataHeader h;
+  h.write_id = 42;
+  h.index = 1;
+  h.count = 3;
+  h.region_id = 9;
+  h.ranges = {{0x1000, 64}, {0x2000, 128}};
+  std::string bytes = encode_data_header(h);
+  DataHeader out;
+  ASSERT_TRUE(decode_data_header(bytes, &out));
+  EXPECT_EQ(out.write_id, 42u);
+  EXPECT_EQ(out.index, 1u);
+  EXPECT_EQ(out.count, 3u);
+  EXPECT_EQ(out.region_id, 9u);
+  EXPECT_EQ(out.ranges, h.ranges);
+  for (size_t len = 0; len < bytes.size(); ++len) {
+    EXPECT_FALSE(decode_data_header(bytes.substr(0, len), &out)) << len;
+  }
+  EXPECT_FALSE(decode_data_header(bytes + 'x', &out));
+  auto bad = [&](auto mutate) {
+    DataHeader m = h;
+    mutate(m);
+    return !decode_data_header(encode_data_header(m), &out);
+  };
+  EXPECT_TRUE(bad([](DataHeader& m) { m.index = m.count; }));
+  EXPECT_TRUE(bad([](DataHeader& m) { m.count = 0; }));
+  EXPECT_TRUE(bad([](DataHeader& m) { m.ranges.clear(); }));
+  EXPECT_TRUE(bad([](DataHeader& m) { m.ranges[0].second = 0; }));
+  EXPECT_TRUE(bad([](DataHeader& m) { m.ranges[1] = {UINT64_MAX - 10, 100}; }));
+  EXPECT_TRUE(bad([](DataHeader& m) { m.ranges.assign(kMaxDataRanges + 1, {0x1000, 1}); }));
+}
+
 TEST(Wire, EveryTruncationIsRejected) {
   std::string bytes = encode(sample_hello());
   Message out;

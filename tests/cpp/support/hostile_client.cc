@@ -5,7 +5,9 @@
 // oversized (> 1 MiB) handshakes, wrong protocol versions and magics, the
 // wrong expected cluster id, control messages before the handshake, and
 // after an accepted handshake a stream of control messages ending in a
-// malformed one. It speaks the handshake (hello, challenge, auth) and,
+// malformed one, with data messages of the active-message path among them
+// (random headers, ranges anywhere, lengths that do not match, eager and
+// rendezvous). It speaks the handshake (hello, challenge, auth) and,
 // against a listener with a shared secret, sends proofs that are wrong,
 // empty or replayed from another handshake. Everything comes from one
 // seeded generator.
@@ -19,12 +21,13 @@
 //                              listener with a secret must refuse them all
 //
 // Prints one line: sent=<n> connections=<n> nacks=<n> acks=<n>
-// ep_errors=<n> send_errors=<n> oversized=<n>; exits 0 once every message
+// ep_errors=<n> send_errors=<n> oversized=<n> data=<n>; exits 0 once every message
 // was handed to UCX (whatever the listener did with it), 1 on a local error.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <ucp/api/ucp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -44,6 +47,7 @@ using kvdist::net::MsgType;
 using Clock = std::chrono::steady_clock;
 
 constexpr uint16_t kAmControl = 1;
+constexpr uint16_t kAmData = 2;
 
 struct Counters {
   long sent = 0;
@@ -53,6 +57,7 @@ struct Counters {
   long ep_errors = 0;
   long send_errors = 0;
   long oversized = 0;
+  long data = 0;
 };
 
 Counters counters;
@@ -160,7 +165,13 @@ class Client {
         settle(std::chrono::milliseconds(2000), [] { return got_ack || got_nack || ep_failed; });
       }
       long n = std::min<long>(budget - 1, 1 + static_cast<long>(pick(40)));
-      for (long i = 0; i < n && !ep_failed; ++i) send(control_message());
+      for (long i = 0; i < n && !ep_failed; ++i) {
+        if (pick(4) == 0) {
+          send_data();
+        } else {
+          send(control_message());
+        }
+      }
       send(malformed());
       settle(std::chrono::milliseconds(1000), [] { return ep_failed; });
     } else if (scenario < 40) {
@@ -330,6 +341,54 @@ class Client {
     return kvdist::net::encode(m);
   }
 
+  // A data message: a header that is garbage or well-formed with ranges
+  // nobody exposed (random addresses, region ids, lengths that may not match
+  // the payload), eager or rendezvous. The listener must write none of it.
+  void send_data() {
+    ++counters.sent;
+    ++counters.data;
+    if (ep_failed) {
+      ++counters.send_errors;
+      return;
+    }
+    size_t payload = pick(2) == 0 ? 1 + pick(4096) : 65536;
+    std::string header;
+    if (pick(3) == 0) {
+      header = random_bytes(1 + pick(200));
+    } else {
+      kvdist::net::DataHeader h;
+      h.write_id = pick(1000);
+      h.count = static_cast<uint32_t>(1 + pick(3));
+      h.index = static_cast<uint32_t>(pick(h.count));
+      h.region_id = pick(64);
+      uint64_t left = payload;
+      while (left > 0) {
+        uint64_t len = std::min<uint64_t>(left, 1 + pick(payload));
+        uint64_t addr = pick(2) == 0 ? pick(uint64_t{1} << 47) : 4096 * (1 + pick(1u << 20));
+        h.ranges.emplace_back(addr, len);
+        left -= len;
+        if (h.ranges.size() == kvdist::net::kMaxDataRanges) break;
+      }
+      if (pick(8) == 0) h.ranges[0].second += 1 + pick(100);  // longer than the payload
+      header = kvdist::net::encode_data_header(h);
+    }
+    buffers_.push_back(std::move(header));
+    const std::string& hb = buffers_.back();
+    buffers_.push_back(random_bytes(payload));
+    const std::string& pb = buffers_.back();
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_FLAGS;
+    p.cb.send = on_sent;
+    p.flags = UCP_AM_SEND_FLAG_REPLY | (payload > 4096 ? UCP_AM_SEND_FLAG_RNDV : 0);
+    ucs_status_ptr_t req =
+        ucp_am_send_nbx(ep_, kAmData, hb.data(), hb.size(), pb.data(), pb.size(), &p);
+    if (UCS_PTR_IS_ERR(req)) {
+      ++counters.send_errors;
+    } else if (req != nullptr) {
+      ++pending_sends;
+    }
+  }
+
   bool connect() {
     ep_failed = false;
     got_nack = false;
@@ -433,8 +492,8 @@ int main(int argc, char** argv) {
   }
   std::printf(
       "sent=%ld connections=%ld nacks=%ld acks=%ld ep_errors=%ld send_errors=%ld "
-      "oversized=%ld\n",
+      "oversized=%ld data=%ld\n",
       counters.sent, counters.connections, counters.nacks, counters.acks, counters.ep_errors,
-      counters.send_errors, counters.oversized);
+      counters.send_errors, counters.oversized, counters.data);
   return 0;
 }
