@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kvdist/kvdist.h"
@@ -148,6 +149,47 @@ TEST(TwoHostsTest, AuthenticatedLinksAcrossHosts) {
     EXPECT_EQ(line.rfind("ok " + s(static_cast<uint64_t>(StatusCode::kLinkFailed)), 0), 0u) << line;
     EXPECT_NE(line.find(c.says), std::string::npos) << line;
   }
+}
+
+TEST(TwoHostsTest, PromptKilledMidLayerTheDecoderGetsItsMemoryBack) {
+  // Killed while its large layers are being received in place (rendezvous
+  // on the active-message path): the DECODER's receives end with the link,
+  // and the memory it then frees comes back; the DECODER serves on.
+  NetnsStar net(1);
+  SKIP_WITHOUT(net);
+  const uint64_t kBytes = testing::kSanitized ? 4u << 20 : 16u << 20;
+  auto prompt = std::make_unique<Prompt>(net, 8, kBytes);
+  auto d = decoder(net, 0, *prompt);
+  prompt->proc().ok("pushn " + s(prompt->source_id()) + " 0 " + destination(*d));
+  std::this_thread::sleep_for(std::chrono::milliseconds(testing::kSanitized ? 50 : 10));
+  prompt->proc().kill_now();
+  auto killed = Clock::now();
+  // Layers that did not arrive fail their waits at once.
+  StatusCode last = d->proc.call("wait " + s(static_cast<uint64_t>(d->dst.id)) + " 3 10000", 15000)
+                                .find("ok " + s(0)) == 0
+                        ? StatusCode::kSuccess
+                        : StatusCode::kLinkFailed;
+  d->proc.ok("free " + s(static_cast<uint64_t>(d->dst.id)));
+  uint64_t used = 1;
+  while (Clock::now() - killed < std::chrono::seconds(10) &&
+         (used = std::stoull(d->proc.ok("pool_used").at(1))) != 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - killed).count();
+  EXPECT_EQ(used, 0u);
+  std::printf(
+      "[figure] PROMPT killed mid-layer over veth: last layer %s; freed memory back %lld ms "
+      "after the kill\n",
+      last == StatusCode::kSuccess ? "had arrived" : "failed", static_cast<long long>(ms));
+  // A restarted PROMPT pushes into a new cache of the same DECODER.
+  prompt.reset();
+  Prompt again(net, 8, kBytes);
+  RemoteCache dst = remote_alloc(d->proc, 8, kBytes);
+  d->dst = dst;
+  ASSERT_EQ(code(d->proc.ok(again.link_command() + " 5000", 10000).at(1)), StatusCode::kSuccess);
+  again.proc().ok("pushn " + s(again.source_id()) + " 0 " + destination(*d));
+  ASSERT_EQ(code(again.proc().ok("task_wait 30000", 40000).at(1)), StatusCode::kSuccess);
+  expect_bytes(*d, again);
 }
 
 TEST(SixteenDecodersTest, KillFourMidPushOnlyTheirConfigsFailThenRoundsStayFlat) {
