@@ -103,6 +103,11 @@ std::string destination(const Host& h) {
 }
 
 void expect_bytes(Host& h, const Prompt& prompt) {
+  // Read after wait_layer, as a DECODER does (and as TSan needs: the bytes
+  // were placed by this process's progress thread).
+  for (size_t l = 0; l < h.dst.addrs.size() / 2; ++l) {
+    h.proc.ok("wait " + s(static_cast<uint64_t>(h.dst.id)) + " " + s(l) + " 10000", 15000);
+  }
   for (size_t t = 0; t < h.dst.addrs.size(); ++t) {
     EXPECT_EQ(remote_hash(h.proc, h.dst.addrs[t], prompt.bytes()), prompt.hash(t))
         << "cluster " << h.cluster << " tensor " << t;
