@@ -160,6 +160,7 @@ struct Transport::Impl::AmRecv {
   uint64_t write_id = 0;
   uint64_t region_id = 0;
   std::vector<ucp_dt_iov_t> iov;
+  std::vector<char> staged;  // a batch, received whole, then copied into place
 };
 
 ucs_status_t Transport::Impl::on_am_data(void* arg, const void* header, size_t header_length,
@@ -229,12 +230,13 @@ ucs_status_t Transport::Impl::on_am_data(void* arg, const void* header, size_t h
   void* buffer = recv->iov[0].buffer;
   size_t count = recv->iov[0].length;
   if (recv->iov.size() > 1) {
-    // Scattered by UCX (a list is received as fragments, copied into
-    // place: as fast here as receiving into one buffer and copying).
-    p.op_attr_mask |= UCP_OP_ATTR_FIELD_DATATYPE;
-    p.datatype = ucp_dt_make_iov();
-    buffer = recv->iov.data();
-    count = recv->iov.size();
+    // A batch is received whole (UCX then moves it with tcp's zero-copy
+    // put) and copied into place: UCX 1.13 receives a list as 8 KiB
+    // fragments (paged layers between namespaces: 1.05-1.55 GB/s that
+    // way, 1.83-2.15 GB/s staged).
+    recv->staged.resize(length);
+    buffer = recv->staged.data();
+    count = length;
   }
   ucs_status_ptr_t req = ucp_am_recv_data_nbx(self->worker->worker(), data, buffer, count, &p);
   if (req == nullptr) {
@@ -251,6 +253,13 @@ void Transport::Impl::on_data_received(void* request, ucs_status_t status, size_
   Impl* self = recv->self;
   if (request != nullptr) ucp_request_free(request);
   if (!self->destroying) {
+    if (status == UCS_OK && !recv->staged.empty()) {
+      const char* src = recv->staged.data();
+      for (const ucp_dt_iov_t& v : recv->iov) {
+        std::memcpy(v.buffer, src, v.length);
+        src += v.length;
+      }
+    }
     auto it = self->recvs_in_flight.find(recv->region_id);
     if (it != self->recvs_in_flight.end() && --it->second == 0) self->recvs_in_flight.erase(it);
     self->data_message_done(recv->peer, recv->write_id,
