@@ -34,7 +34,7 @@ struct Transport::Impl::AmSend {
 };
 
 bool Transport::Impl::post_am_writes(uint64_t id, const std::shared_ptr<Peer>& peer,
-                                     const std::vector<WriteOp>& ops) {
+                                     const std::vector<WriteOp>& ops, bool with_note) {
   // Messages: per region, ranges in order, adjacent ones merged; long ones
   // alone, short ones batched.
   struct Draft {
@@ -69,6 +69,7 @@ bool Transport::Impl::post_am_writes(uint64_t id, const std::shared_ptr<Peer>& p
   }
   PendingWrite& w = writes.at(id);
   w.ack_pending = true;
+  w.note_with_data = with_note && !w.note.empty() && w.note.size() <= kMaxDataNoteBytes;
   for (size_t i = 0; i < drafts.size(); ++i) {
     const Draft& d = drafts[i];
     DataHeader h;
@@ -76,6 +77,7 @@ bool Transport::Impl::post_am_writes(uint64_t id, const std::shared_ptr<Peer>& p
     h.index = static_cast<uint32_t>(i);
     h.count = static_cast<uint32_t>(drafts.size());
     h.region_id = d.region_id;
+    if (i == 0 && w.note_with_data) h.note = w.note;
     auto send = std::make_shared<AmSend>();
     for (const WriteOp& op : d.ops) {
       h.ranges.emplace_back(op.remote_addr, op.len);
@@ -187,6 +189,7 @@ ucs_status_t Transport::Impl::on_am_data(void* arg, const void* header, size_t h
     auto [iit, fresh] = peer->incoming.try_emplace(h.write_id);
     in = &iit->second;
     if (fresh) in->count = h.count;
+    if (!h.note.empty()) in->note = std::move(h.note);
     valid = in->count == h.count && peer->incoming.size() <= kMaxIncomingWrites;
   }
   if (!valid) {
@@ -278,8 +281,14 @@ void Transport::Impl::data_message_done(const std::shared_ptr<Peer>& peer, uint6
   if (in.code == StatusCode::kSuccess) in.code = code;
   if (++in.received < in.count) return;
   StatusCode result = in.code;
+  std::string note = std::move(in.note);
   peer->incoming.erase(it);
   if (peer->state != PeerState::kUp) return;
+  // Every byte is in place: the layer above hears it now (the sender's
+  // completion waits for the acknowledgement below).
+  if (result == StatusCode::kSuccess && !note.empty() && events.on_note) {
+    events.on_note(peer->cluster_id, std::move(note));
+  }
   Message ack;
   ack.type = MsgType::kDataAck;
   ack.value = write_id;

@@ -106,6 +106,7 @@ struct Transport::Impl {
     uint32_t count = 0;  // its messages
     uint32_t received = 0;
     StatusCode code = StatusCode::kSuccess;  // first failure
+    std::string note;                        // delivered once all are in, if all were placed
   };
   struct AmSend;
   struct AmRecv;
@@ -157,9 +158,10 @@ struct Transport::Impl {
     bool flush_pending = false;
     bool batch_pending = false;
     std::shared_ptr<mem::CopyBatch> batch;
-    int am_sends = 0;          // active messages not yet completed
-    bool ack_pending = false;  // the receiver's kDataAck
-    Status status;             // first failure
+    int am_sends = 0;             // active messages not yet completed
+    bool ack_pending = false;     // the receiver's kDataAck
+    bool note_with_data = false;  // the note went with the data
+    Status status;                // first failure
   };
 
   TransportOptions options;
@@ -318,8 +320,10 @@ struct Transport::Impl {
                  const std::vector<std::pair<WriteOp, ucp_rkey_h>>& puts);
 
   // ---- am_path.cc: active-message writes, placed by the receiver ----
+  // Sends the write's note with its data when `with_note` (the receiver
+  // delivers it as soon as the bytes are in: no round trip back first).
   bool post_am_writes(uint64_t id, const std::shared_ptr<Peer>& peer,
-                      const std::vector<WriteOp>& ops);
+                      const std::vector<WriteOp>& ops, bool with_note);
   void am_sent(uint64_t id, ucs_status_t s);
   void on_data_ack(const std::shared_ptr<Peer>& peer, const Message& msg);
   static ucs_status_t on_am_data(void* arg, const void* header, size_t header_length, void* data,

@@ -166,6 +166,7 @@ std::string encode_data_header(const DataHeader& h) {
     w.u64(addr);
     w.u64(len);
   }
+  w.bytes(h.note);
   return w.take();
 }
 
@@ -182,7 +183,7 @@ bool decode_data_header(std::string_view in, DataHeader* h) {
   for (auto& [addr, len] : h->ranges) {
     if (!r.u64(&addr) || !r.u64(&len) || len == 0 || addr + len < addr) return false;
   }
-  return r.at_end();
+  return r.bytes(&h->note, kMaxDataNoteBytes) && r.at_end();
 }
 
 }  // namespace kvdist::net

@@ -80,18 +80,23 @@ struct Message {
 // The header of a data message on the active-message path (net/am_path.cc):
 // message `index` of `count` of the sender's write `write_id`, whose payload
 // goes to `ranges` (address, length at the receiver), all in one region.
+// `note`: the write's note, carried by one of its messages, for the
+// receiver to deliver once every message of the write is in.
 inline constexpr uint32_t kDataMagic = 0x4D41564B;  // "KVAM"
 inline constexpr size_t kMaxDataRanges = 256;
+inline constexpr size_t kMaxDataNoteBytes = 2048;
 struct DataHeader {
   uint64_t write_id = 0;
   uint32_t index = 0;
   uint32_t count = 0;
   uint64_t region_id = 0;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  std::string note;
 };
 std::string encode_data_header(const DataHeader& h);
 // False for anything but one well-formed header: 1..kMaxDataRanges ranges,
-// none empty or wrapping, index < count.
+// none empty or wrapping, index < count, a note of at most
+// kMaxDataNoteBytes.
 bool decode_data_header(std::string_view in, DataHeader* h);
 
 std::string encode(const Message& msg);

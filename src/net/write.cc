@@ -32,7 +32,7 @@ void Transport::Impl::complete_write(uint64_t id, Status s) {  // by value: s ma
   PendingWrite w = std::move(it->second);
   writes.erase(it);
   w.peer->writes.erase(id);
-  if (s.ok() && !w.note.empty() && w.peer->state == PeerState::kUp) {
+  if (s.ok() && !w.note.empty() && !w.note_with_data && w.peer->state == PeerState::kUp) {
     Message m;
     m.type = MsgType::kNote;
     m.text = std::move(w.note);
@@ -114,7 +114,10 @@ void Transport::write(uint64_t peer_id, std::vector<WriteOp> ops, std::string no
         puts.emplace_back(op, region.payload.rkey);
       }
     }
-    if (!messages.empty() && !self->post_am_writes(id, peer, messages)) return;
+    if (!messages.empty() &&
+        !self->post_am_writes(id, peer, messages, copies.empty() && puts.empty())) {
+      return;
+    }
     if (!puts.empty() && !self->post_puts(id, peer, puts)) return;
     // Last: the batch may finish (and complete the write) inside.
     if (!copies.empty()) {

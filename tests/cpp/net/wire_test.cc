@@ -77,6 +77,7 @@ TEST(Wire, DataHeaderRoundTripsAndRejectsWhatNoSenderWrites) {
   h.count = 3;
   h.region_id = 9;
   h.ranges = {{0x1000, 64}, {0x2000, 128}};
+  h.note = "layer 3";
   std::string bytes = encode_data_header(h);
   DataHeader out;
   ASSERT_TRUE(decode_data_header(bytes, &out));
@@ -85,6 +86,7 @@ TEST(Wire, DataHeaderRoundTripsAndRejectsWhatNoSenderWrites) {
   EXPECT_EQ(out.count, 3u);
   EXPECT_EQ(out.region_id, 9u);
   EXPECT_EQ(out.ranges, h.ranges);
+  EXPECT_EQ(out.note, "layer 3");
   for (size_t len = 0; len < bytes.size(); ++len) {
     EXPECT_FALSE(decode_data_header(bytes.substr(0, len), &out)) << len;
   }
@@ -100,6 +102,7 @@ TEST(Wire, DataHeaderRoundTripsAndRejectsWhatNoSenderWrites) {
   EXPECT_TRUE(bad([](DataHeader& m) { m.ranges[0].second = 0; }));
   EXPECT_TRUE(bad([](DataHeader& m) { m.ranges[1] = {UINT64_MAX - 10, 100}; }));
   EXPECT_TRUE(bad([](DataHeader& m) { m.ranges.assign(kMaxDataRanges + 1, {0x1000, 1}); }));
+  EXPECT_TRUE(bad([](DataHeader& m) { m.note.assign(kMaxDataNoteBytes + 1, 'n'); }));
 }
 
 TEST(Wire, EveryTruncationIsRejected) {
