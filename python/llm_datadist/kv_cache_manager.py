@@ -157,6 +157,7 @@ class KvCacheManager:
             cache.cache_id,
         )
         cache._valid = False
+        cache._per_device_tensor_addrs = []  # as the original: the addresses are gone
 
     # -- layer-wise push ---------------------------------------------------
 

@@ -235,33 +235,28 @@ class CacheKey:
     _KEYWORDS = ("prompt_cluster_id", "cluster_id", "req_id", "model_id", "prefix_id")
 
     def __init__(self, *args: int, **kwargs: int) -> None:
-        raise_if_false(len(args) <= 4, "CacheKey accepts at most 4 positional args")
-        for key in kwargs:
-            raise_if_false(key in self._KEYWORDS, "unknown keyword argument: {0}", key)
-        values: dict[str, Any] = {}
-        names = ("cluster_id", "req_id", "model_id", "prefix_id")
-        for name, value in zip(names, args):
+        # As the original: at most 4 values in all; a positional value wins
+        # over the same keyword; cluster_id wins over prompt_cluster_id.
+        raise_if_false(len(args) + len(kwargs) <= 4, "Param num is over limit")
+        values: dict[str, Any] = dict(kwargs)
+        for name, value in zip(("cluster_id", "req_id", "model_id", "prefix_id"), args):
             values[name] = value
-        if "prompt_cluster_id" in kwargs:
-            raise_if_true(
-                "cluster_id" in kwargs or "cluster_id" in values,
-                "only one of prompt_cluster_id and cluster_id may be given",
-            )
-            values["cluster_id"] = kwargs["prompt_cluster_id"]
-        for name in names:
-            if name in kwargs:
-                raise_if_true(name in values, "got multiple values for argument {0}", name)
-                values[name] = kwargs[name]
-        raise_if_false("cluster_id" in values, "prompt_cluster_id or cluster_id is required")
-        raise_if_false("req_id" in values, "req_id is required")
-        values.setdefault("model_id", 0)
-        values.setdefault("prefix_id", _INVALID_ID)
-        for name in names:
-            check_uint64(name, values[name])
-        self._cluster_id: int = values["cluster_id"]
+        raise_if_false(
+            "prompt_cluster_id" in values or "cluster_id" in values,
+            "Param prompt_cluster_id or cluster_id is required",
+        )
+        raise_if_false("req_id" in values, "Param req_id is required")
+        for key in values:
+            raise_if_false(key in self._KEYWORDS, "Unsupported param:{0}", key)
+        cluster = values["cluster_id"] if "cluster_id" in values else values["prompt_cluster_id"]
+        self._cluster_id: int = cluster
         self._req_id: int = values["req_id"]
-        self._model_id: int = values["model_id"]
-        self._prefix_id: int = values["prefix_id"]
+        self._model_id: int = values.get("model_id", 0)
+        self._prefix_id: int = values.get("prefix_id", _INVALID_ID)
+        check_uint64("cluster_id", self._cluster_id)
+        check_uint64("req_id", self._req_id)
+        check_uint64("model_id", self._model_id)
+        check_uint64("prefix_id", self._prefix_id)
 
     @property
     def cluster_id(self) -> int:
@@ -290,8 +285,8 @@ class CacheKey:
 
     def __repr__(self) -> str:
         return (
-            f"CacheKey(prompt_cluster_id={self._cluster_id}, req_id={self._req_id}, "
-            f"model_id={self._model_id}, prefix_id={self._prefix_id})"
+            f"CacheKey(cluster_id={self._cluster_id}, req_id={self._req_id}, "
+            f"prefix_id={self._prefix_id}, model_id={self._model_id})"
         )
 
 
@@ -335,27 +330,25 @@ class BlocksCacheKey:
     """
 
     def __init__(self, *args: int, **kwargs: int) -> None:
-        raise_if_false(len(args) + len(kwargs) <= 2, "BlocksCacheKey accepts at most 2 params")
-        for key in kwargs:
+        # As the original: a positional value wins over the same keyword,
+        # cluster_id over prompt_cluster_id; None passes the type check.
+        raise_if_false(len(args) + len(kwargs) <= 2, "Param num is over limit")
+        values: dict[str, Any] = dict(kwargs)
+        for name, value in zip(("cluster_id", "model_id"), args):
+            values[name] = value
+        raise_if_false(
+            "prompt_cluster_id" in values or "cluster_id" in values,
+            "Param prompt_cluster_id or cluster_id is required",
+        )
+        for key in values:
             raise_if_false(
-                key in ("prompt_cluster_id", "cluster_id", "model_id"),
-                "unknown keyword argument: {0}",
-                key,
+                key in ("prompt_cluster_id", "cluster_id", "model_id"), "Unsupported param:{0}", key
             )
-        cluster_id: Any = args[0] if args else None
-        model_id: Any = args[1] if len(args) > 1 else 0
-        for key in ("prompt_cluster_id", "cluster_id"):
-            if key in kwargs:
-                raise_if_true(cluster_id is not None, "got multiple values for cluster_id")
-                cluster_id = kwargs[key]
-        if "model_id" in kwargs:
-            raise_if_true(len(args) > 1, "got multiple values for model_id")
-            model_id = kwargs["model_id"]
-        raise_if_true(cluster_id is None, "prompt_cluster_id or cluster_id is required")
-        check_isinstance("cluster_id", cluster_id, int)
-        check_isinstance("model_id", model_id, int)
-        self._cluster_id: int = cluster_id
-        self._model_id: int = model_id
+        self._cluster_id_key = "cluster_id" if "cluster_id" in values else "prompt_cluster_id"
+        self._cluster_id: int = values[self._cluster_id_key]
+        self._model_id: int = values.get("model_id", 0)
+        check_isinstance("cluster_id", self._cluster_id, int, extra_fmt="The first param ")
+        check_isinstance("model_id", self._model_id, int, extra_fmt="The second param ")
 
     @property
     def cluster_id(self) -> int:
@@ -373,7 +366,9 @@ class BlocksCacheKey:
         return self._model_id
 
     def __repr__(self) -> str:
-        return f"BlocksCacheKey(prompt_cluster_id={self._cluster_id}, model_id={self._model_id})"
+        return (
+            f"BlocksCacheKey({self._cluster_id_key}={self._cluster_id}, model_id={self._model_id})"
+        )
 
 
 class KvCache:

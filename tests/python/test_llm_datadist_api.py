@@ -12,6 +12,7 @@ import sys
 import threading
 from typing import Any
 
+import numpy as np
 import pytest
 
 import llm_datadist
@@ -318,6 +319,38 @@ def test_cache_keys() -> None:
     assert (blocks.cluster_id, blocks.model_id) == (9, 1)
     with pytest.raises(TypeError):
         llm_datadist.BlocksCacheKey("9")  # type: ignore[arg-type]
+
+
+def test_cache_keys_resolve_arguments_as_the_original() -> None:
+    # A positional value wins over the same keyword; cluster_id wins over
+    # prompt_cluster_id; at most 4 (CacheKey) / 2 (BlocksCacheKey) in all.
+    assert CacheKey(1, 2, req_id=3).req_id == 2
+    assert CacheKey(cluster_id=5, prompt_cluster_id=6, req_id=1).cluster_id == 5
+    with pytest.raises(LLMException, match="Param num is over limit"):
+        CacheKey(1, 2, 3, model_id=4, prefix_id=5)
+    assert repr(CacheKey(1, 2)) == (
+        "CacheKey(cluster_id=1, req_id=2, prefix_id=18446744073709551615, model_id=0)"
+    )
+    blocks = llm_datadist.BlocksCacheKey
+    assert blocks(None).cluster_id is None  # the original's type check lets None through
+    assert blocks(7, model_id=1).model_id == 1
+    with pytest.raises(LLMException, match="Param num is over limit"):
+        blocks(1, 2, model_id=3)
+    assert repr(blocks(prompt_cluster_id=3)) == "BlocksCacheKey(prompt_cluster_id=3, model_id=0)"
+    assert repr(blocks(3, 1)) == "BlocksCacheKey(cluster_id=3, model_id=1)"
+
+
+def test_numpy_dtype_tables() -> None:
+    from llm_datadist import data_type
+
+    assert data_type.dtype_to_np_dtype[DataType.DT_FLOAT] is np.float32
+    assert data_type.dtype_to_np_dtype[DataType.DT_BF16] is np.float16  # numpy has no bfloat16
+    assert len(data_type.valid_np_dtypes) == len(DataType)
+    assert data_type.np_dtype_to_dtype[np.dtype(np.float16)] is DataType.DT_FLOAT16
+    assert data_type.np_dtype_to_dtype[np.dtype(np.bool_)] is DataType.DT_BOOL
+    assert DataType.DT_BF16 not in data_type.np_dtype_to_dtype.values()
+    with pytest.raises(AttributeError):
+        data_type.not_a_table  # noqa: B018
 
 
 def test_create_cpu_cache() -> None:

@@ -201,6 +201,7 @@ def test_allocate_and_deallocate(decoder: LLMDataDist) -> None:
     blocks = manager.allocate_blocks_cache(CacheDesc(2, [16, 64], DataType.DT_INT8))
     assert blocks.is_blocks_cache and len(blocks.per_device_tensor_addrs[0]) == 2
     manager.deallocate_cache(cache)
+    assert cache.per_device_tensor_addrs == []  # as the original
     manager.deallocate_cache(cache)  # already freed: a no-op
     manager.deallocate_cache(blocks)
 
