@@ -119,12 +119,12 @@ class CacheDesc:
         seq_len_dim_index: int = -1,
         kv_tensor_format: str | None = None,
     ) -> None:
+        # The original's order; like it, None passes the data_type and
+        # placement checks (size then fails for a None type).
         check_uint32("num_tensors", num_tensors)
         check_isinstance("shape", shape, [list, tuple], int, allow_none=False)
-        for dim in shape:
-            check_int64("shape", dim)
-        check_isinstance("data_type", data_type, DataType, allow_none=False)
-        check_isinstance("placement", placement, Placement, allow_none=False)
+        check_isinstance("data_type", data_type, DataType)
+        check_isinstance("placement", placement, Placement)
         check_isinstance("batch_dim_index", batch_dim_index, int, allow_none=False)
         check_int32("seq_len_dim_index", seq_len_dim_index)
         check_isinstance("kv_tensor_format", kv_tensor_format, str)
@@ -140,8 +140,13 @@ class CacheDesc:
             seq_len_dim_index,
             len(shape),
         )
+        for dim in shape:
+            check_int64("shape", dim)
         self._num_tensors = num_tensors
+        # A copy: update_dim changes this desc, not the caller's list (the
+        # original shares the list, and fails on a tuple).
         self._shape = list(shape)
+        self._batch_size = shape[batch_dim_index]  # as constructed, as the original
         self._data_type = data_type
         self._placement = placement
         self._batch_dim_index = batch_dim_index
@@ -176,8 +181,9 @@ class CacheDesc:
 
     @property
     def batch_size(self) -> int:
-        """``shape[batch_dim]`` (the number of blocks for a blocks cache)."""
-        return self._shape[self._batch_dim_index]
+        """``shape[batch_dim]`` at construction (the number of blocks for a
+        blocks cache); ``update_dim`` does not change it, as in the original."""
+        return self._batch_size
 
     @property
     def seq_len_dim_index(self) -> int:
@@ -193,7 +199,7 @@ class CacheDesc:
     def size(self) -> int:
         """Bytes of ONE tensor."""
         if self._size is None:
-            elem = data_type_size(self._data_type)
+            elem = data_type_size(self._data_type) if isinstance(self._data_type, DataType) else -1
             raise_if_true(
                 elem < 0 or any(dim < 0 for dim in self._shape),
                 "Failed to calc tensor size, shape = {0}, data_type = {1}",
@@ -204,15 +210,8 @@ class CacheDesc:
         return self._size
 
     def update_dim(self, dim_index: int, dim_value: int) -> None:
-        """Sets ``shape[dim_index] = dim_value``."""
-        check_isinstance("dim_index", dim_index, int, allow_none=False)
-        check_int64("dim_value", dim_value)
-        raise_if_false(
-            0 <= dim_index < len(self._shape),
-            "dim_index ({0}) out of range [0, {1})",
-            dim_index,
-            len(self._shape),
-        )
+        """Sets ``shape[dim_index] = dim_value``; Python's list errors as the
+        original (IndexError out of range; negative indices count from the end)."""
         self._shape[dim_index] = dim_value
         self._size = None
 
@@ -221,7 +220,7 @@ class CacheDesc:
             f"CacheDesc(num_tensors={self._num_tensors}, shape={self._shape}, "
             f"data_type={self._data_type}, placement={self._placement}, "
             f"batch_dim_index={self._batch_dim_index}, "
-            f"seq_len_dim_index={self._seq_len_dim_index}, "
+            f"seq_len_dim_index={self._seq_len_dim_index},"
             f"kv_tensor_format={self._kv_tensor_format})"
         )
 
@@ -423,7 +422,26 @@ class KvCache:
         )
         check_isinstance("addrs", addrs, list, allow_none=False)
         raise_if_false(len(addrs) > 0, "addrs can not be empty")
-        if all(isinstance(addr, int) for addr in addrs):
+        # Element by element, as the original: each an int or a list of
+        # ints (TypeError), a list as long as num_tensors, all of one kind
+        # (LLMException: [1, [2, 3]] is refused).
+        first_kind = type(addrs[0])
+        for addr in addrs:
+            check_isinstance("the internal element of addrs", addr, [list, int], allow_none=False)
+            if isinstance(addr, list):
+                check_isinstance("the internal element of addrs", addr, list, int)
+                check_list_uint64("addrs", addr)
+                raise_if_false(
+                    len(addr) == cache_desc.num_tensors,
+                    "len(addrs[i]) ({0}) != num_tensors ({1})",
+                    len(addr),
+                    cache_desc.num_tensors,
+                )
+            raise_if_false(
+                isinstance(addr, first_kind),
+                "the type of the internal element of addrs should be consistent.",
+            )
+        if first_kind is int:
             check_list_uint64("addrs", addrs)
             raise_if_false(
                 len(addrs) == cache_desc.num_tensors,
@@ -431,21 +449,9 @@ class KvCache:
                 len(addrs),
                 cache_desc.num_tensors,
             )
-            per_device: list[list[int]] = [list(addrs)]  # type: ignore[arg-type]
-        elif all(isinstance(addr, list) for addr in addrs):
-            per_device = []
-            for inner in addrs:
-                check_isinstance("addrs", inner, list, int, allow_none=False)
-                check_list_uint64("addrs", inner)  # type: ignore[arg-type]
-                raise_if_false(
-                    len(inner) == cache_desc.num_tensors,  # type: ignore[arg-type]
-                    "len(addrs[i]) ({0}) != num_tensors ({1})",
-                    len(inner),  # type: ignore[arg-type]
-                    cache_desc.num_tensors,
-                )
-                per_device.append(list(inner))  # type: ignore[arg-type]
+            per_device: list[list[int]] = [list(addrs)]
         else:
-            raise TypeError("addrs only support List[int] or List[List[int]].")
+            per_device = [list(inner) for inner in addrs]
         return cls(-1, cache_desc, per_device, None)
 
     def __del__(self) -> None:
@@ -513,7 +519,15 @@ class Cache:
         check_isinstance("addrs", addrs, list, int, allow_none=False)
         raise_if_false(len(addrs) > 0, "addrs can not be empty")
         check_list_uint64("addrs", addrs)
-        return cls(-1, cache_desc, list(addrs))
+        raise_if_false(
+            cache_desc.num_tensors == len(addrs),
+            "cache_desc num_tensors:{0} not equal addrs num:{1}",
+            cache_desc.num_tensors,
+            len(addrs),
+        )
+        # The original marks a CPU cache a blocks cache (its swap_blocks
+        # takes it as one).
+        return cls(-1, cache_desc, list(addrs), None, is_blocks_cache=True)
 
     def __repr__(self) -> str:
         return (

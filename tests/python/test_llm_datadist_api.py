@@ -368,7 +368,35 @@ def test_create_cpu_cache() -> None:
     with pytest.raises(LLMException):
         KvCache.create_cpu_cache(desc, [1])
     with pytest.raises(TypeError):
-        KvCache.create_cpu_cache(desc, [1, [2]])  # type: ignore[list-item]
+        KvCache.create_cpu_cache(desc, [1, "2"])  # type: ignore[list-item]
+    # Mixed ints and lists: the original's LLMException, not a TypeError.
+    with pytest.raises(LLMException, match="consistent"):
+        KvCache.create_cpu_cache(desc, [1, [2, 3]])  # type: ignore[list-item]
+    # Cache (CacheManager mode): the length is checked, and the original
+    # marks a CPU cache a blocks cache.
+    from llm_datadist.llm_types import Cache
+
+    assert Cache.create_cpu_cache(desc, [1, 2]).is_blocks_cache
+    with pytest.raises(LLMException):
+        Cache.create_cpu_cache(desc, [1, 2, 3])
+
+
+def test_cache_desc_as_the_original() -> None:
+    shape = [4, 8]
+    desc = CacheDesc(2, shape, DataType.DT_FLOAT)
+    desc.update_dim(0, 16)
+    assert desc.shape == [16, 8] and desc.batch_size == 4  # batch_size as constructed
+    assert shape == [4, 8]  # kvdist keeps its own copy (the original changes the caller's)
+    desc.update_dim(-1, 2)  # negative indices, as a list's
+    assert desc.shape == [16, 2]
+    with pytest.raises(IndexError):
+        desc.update_dim(2, 1)
+    # None passes the data_type and placement checks, as in the original.
+    loose = CacheDesc(2, [4], None, None)  # type: ignore[arg-type]
+    assert (loose.data_type, loose.placement) == (None, None)
+    with pytest.raises(LLMException):
+        loose.size  # noqa: B018
+    assert repr(desc).endswith("seq_len_dim_index=-1,kv_tensor_format=None)")
 
 
 # ---- TransferConfig, LayerSynchronizer --------------------------------------------
