@@ -96,9 +96,32 @@ class LLMDataDist:
     def _setup_engine_options(self, options: dict[str, Any]) -> None:
         opts = {str(key): str(value) for key, value in options.items()}
         opts["llm.Role"] = _ROLE_NAMES[self._role]
-        if "llm.LocalCommRes" in opts and "llm.EnableCacheManager" not in opts:
-            opts["llm.EnableCacheManager"] = "1"
+        # As the original: llm.LocalCommRes turns on CacheManager mode and
+        # remote access unless they are set; with CacheManager mode off it is
+        # refused, and so is llm.TransferBackend (which also needs remote
+        # access and a listen address).
+        if "llm.LocalCommRes" in opts:
+            opts.setdefault("llm.EnableCacheManager", "1")
+            opts.setdefault("llm.EnableRemoteCacheAccessible", "1")
         self._enable_cache_mgr = opts.get("llm.EnableCacheManager") == "1"
+        for key in ("llm.LocalCommRes", "llm.TransferBackend"):
+            if key in opts:
+                raise_if_false(
+                    self._enable_cache_mgr,
+                    "{0} is not supported when llm.EnableCacheManager is not configured.",
+                    key,
+                )
+        if "llm.TransferBackend" in opts:
+            opts.setdefault("llm.EnableRemoteCacheAccessible", "1")
+            raise_if_false(
+                opts["llm.EnableRemoteCacheAccessible"] == "1",
+                "llm.TransferBackend is not supported when llm.EnableRemoteCacheAccessible "
+                "is not enable.",
+            )
+            raise_if_false(
+                "llm.listenIpInfo" in opts,
+                "llm.TransferBackend is not supported when llm.listenIpInfo is not configured.",
+            )
         if "llm.listenIpInfo" not in opts and "llm.ClusterInfo" in opts:
             # Derive the listen address from a ClusterInfo JSON (ips as ints).
             try:

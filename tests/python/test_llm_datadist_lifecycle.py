@@ -123,6 +123,28 @@ def test_constructor_checks() -> None:
             LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
             "CacheManager",
         ),
+        # As the original: refused without CacheManager mode.
+        (
+            LLMRole.DECODER,
+            {**_options(), "llm.TransferBackend": "hixl"},
+            LLMException,
+            PARAM_INVALID,
+            "llm.TransferBackend is not supported when llm.EnableCacheManager",
+        ),
+        (
+            LLMRole.DECODER,
+            {**_options(), "llm.LocalCommRes": "{}", "llm.EnableCacheManager": "0"},
+            LLMException,
+            PARAM_INVALID,
+            "llm.LocalCommRes is not supported when llm.EnableCacheManager",
+        ),
+        (
+            LLMRole.DECODER,
+            {**_options(), "llm.TransferBackend": "hixl", "llm.EnableCacheManager": "1"},
+            LLMException,
+            PARAM_INVALID,
+            "llm.listenIpInfo is not configured",
+        ),
     ],
 )
 def test_init_option_errors(
