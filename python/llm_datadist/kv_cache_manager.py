@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from llm_datadist import _native
+from llm_datadist import _op_checks as _ops
 from llm_datadist._checks import (
     check_dict,
+    check_int32,
     check_int64,
     check_isinstance,
     check_list_uint64,
@@ -289,12 +291,16 @@ class KvCacheManager:
         )
 
     # -- not supported yet -------------------------------------------------
+    # Each checks its arguments as the original does, in its order (roles
+    # first where it has one); a valid call is LLM_FEATURE_NOT_ENABLED.
+    # A None cache is a TypeError here (the original fails on it with an
+    # AttributeError).
 
     def remove_cache_key(self, cache_key: CacheKey) -> None:
         """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
         self._check_is_inited()
-        check_isinstance("cache_key", cache_key, CacheKey, allow_none=False)
-        self._check_role("remove_cache_key", LLMRole.PROMPT)
+        self._check_role("[remove_cache_key]", LLMRole.PROMPT)
+        check_isinstance("cache_key", cache_key, CacheKey)
         raise _not_enabled("remove_cache_key")
 
     def pull_cache(
@@ -307,33 +313,51 @@ class KvCacheManager:
     ) -> None:
         """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
         self._check_is_inited()
-        check_isinstance("cache_key", cache_key, [CacheKey, CacheKeyByIdAndIndex], allow_none=False)
+        tensor_num_per_layer = kwargs.get("tensor_num_per_layer", _NUM_TENSORS_PER_LAYER)
+        self._check_role("[pull_cache]", LLMRole.DECODER)
+        check_isinstance("cache_key", cache_key, [CacheKey, CacheKeyByIdAndIndex])
         check_isinstance("kv_cache", kv_cache, KvCache, allow_none=False)
-        check_uint32("batch_index", batch_index)
+        raise_if_true(_ops.is_cpu_cache(kv_cache), "Only support device cache")
         check_int64("size", size)
-        self._check_role("pull_cache", LLMRole.DECODER)
+        check_uint32("batch_index", batch_index)
+        raise_if_false(
+            size == -1 or size > 0,
+            "[pull_cache] param check failed, size ({0}) is invalid, should be = -1 or > 0",
+            size,
+        )
+        _ops.offset_or_default("src_cache_offset", kwargs.get("src_cache_offset"))
+        _ops.offset_or_default("dst_cache_offset", kwargs.get("dst_cache_offset"))
+        if isinstance(cache_key, CacheKey):
+            _ops.check_key_ids(cache_key)
+        _ops.check_tensor_num_per_layer("pull_cache", tensor_num_per_layer, kv_cache)
+        _ops.check_layer_ranges(kwargs.get("src_layer_range"), kwargs.get("dst_layer_range"))
         raise _not_enabled("pull_cache")
 
     def pull_blocks(
         self,
-        prompt_cache_key: BlocksCacheKey | CacheKey | CacheKeyByIdAndIndex,
+        prompt_cache_key: BlocksCacheKey,
         decoder_kv_cache: KvCache,
-        prompt_blocks: list[int] | tuple[int, ...] = (),
-        decoder_blocks: list[int] | tuple[int, ...] = (),
+        prompt_blocks: list[int],
+        decoder_blocks: list[int],
         **kwargs: Any,
     ) -> None:
         """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
         self._check_is_inited()
-        check_isinstance(
-            "prompt_cache_key",
-            prompt_cache_key,
-            [BlocksCacheKey, CacheKey, CacheKeyByIdAndIndex],
-            allow_none=False,
-        )
+        tensor_num_per_layer = kwargs.get("tensor_num_per_layer", _NUM_TENSORS_PER_LAYER)
+        self._check_role("[pull_blocks]", LLMRole.DECODER)
+        check_isinstance("prompt_cache_key", prompt_cache_key, BlocksCacheKey)
         check_isinstance("decoder_kv_cache", decoder_kv_cache, KvCache, allow_none=False)
-        check_isinstance("prompt_blocks", prompt_blocks, [list, tuple], int)
-        check_isinstance("decoder_blocks", decoder_blocks, [list, tuple], int)
-        self._check_role("pull_blocks", LLMRole.DECODER)
+        check_isinstance("prompt_blocks", prompt_blocks, list, int, allow_none=False)
+        check_isinstance("decoder_blocks", decoder_blocks, list, int, allow_none=False)
+        raise_if_true(_ops.is_cpu_cache(decoder_kv_cache), "Only support device cache")
+        raise_if_false(len(prompt_blocks) > 0, "prompt_blocks can not be empty.")
+        raise_if_false(len(decoder_blocks) > 0, "decoder_blocks can not be empty.")
+        raise_if_false(
+            len(prompt_blocks) == len(decoder_blocks),
+            "Param prompt_blocks and decoder_blocks size should be same.",
+        )
+        _ops.check_tensor_num_per_layer("pull_blocks", tensor_num_per_layer, decoder_kv_cache)
+        _ops.check_layer_ranges(kwargs.get("src_layer_range"), kwargs.get("dst_layer_range"))
         raise _not_enabled("pull_blocks")
 
     def copy_cache(
@@ -349,13 +373,19 @@ class KvCacheManager:
         """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
         self._check_is_inited()
         check_isinstance("dst", dst, KvCache, allow_none=False)
+        raise_if_true(_ops.is_cpu_cache(dst), "Only support device cache")
         check_isinstance("src", src, KvCache, allow_none=False)
+        raise_if_true(_ops.is_cpu_cache(src), "Only support device cache")
         check_uint32("dst_batch_index", dst_batch_index)
         check_uint32("src_batch_index", src_batch_index)
         check_uint64("offset", offset)
         check_int64("size", size)
-        if req_id is not None:
-            check_uint64("req_id", req_id)
+        raise_if_false(
+            size == -1 or size > 0,
+            "[copy_cache] param check failed, size ({0}) is invalid, should be = -1 or > 0",
+            size,
+        )
+        check_isinstance("req_id", req_id, int)
         raise _not_enabled("copy_cache")
 
     def copy_blocks(self, cache: KvCache, copy_block_info: dict[int, list[int]]) -> None:
@@ -364,6 +394,11 @@ class KvCacheManager:
         check_isinstance("cache", cache, KvCache, allow_none=False)
         check_isinstance("copy_block_info", copy_block_info, dict, allow_none=False)
         check_dict("copy_block_info", copy_block_info, int, list)
+        raise_if_true(_ops.is_cpu_cache(cache), "Only support device cache")
+        for src_block, dst_blocks in copy_block_info.items():
+            check_uint64("src_block", src_block)
+            for dst_block in dst_blocks:
+                check_uint64("dst_block", dst_block)
         raise _not_enabled("copy_blocks")
 
     def swap_blocks(self, src: KvCache, dst: KvCache, src_to_dst: dict[int, int]) -> None:
@@ -371,13 +406,18 @@ class KvCacheManager:
         self._check_is_inited()
         check_isinstance("src", src, KvCache, allow_none=False)
         check_isinstance("dst", dst, KvCache, allow_none=False)
-        check_isinstance("src_to_dst", src_to_dst, dict, allow_none=False)
-        check_dict("src_to_dst", src_to_dst, int, int)
+        _ops.check_swap_caches(src, dst, src_to_dst)
         raise _not_enabled("swap_blocks")
 
     def get_cache_tensors(self, cache: KvCache, tensor_index: int = 0) -> list[Any]:
         """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
         self._check_is_inited()
         check_isinstance("cache", cache, KvCache, allow_none=False)
-        check_uint32("tensor_index", tensor_index)
+        check_int32("tensor_index", tensor_index)
+        raise_if_false(
+            0 <= tensor_index < cache.cache_desc.num_tensors,
+            "[get_cache_tensors] param check failed, tensor_index ({0}) out of range, [0, {1})",
+            tensor_index,
+            cache.cache_desc.num_tensors,
+        )
         raise _not_enabled("get_cache_tensors")

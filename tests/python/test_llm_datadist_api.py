@@ -743,36 +743,121 @@ def test_empty_config_list_is_accepted() -> None:
     assert task.get_results() == []
 
 
-@pytest.mark.parametrize(
-    "method",
-    [
+def _host_cache(num_tensors: int = 8) -> KvCache:
+    desc = CacheDesc(num_tensors, [4, 16], DataType.DT_FLOAT16, Placement.HOST)
+    return KvCache.create_cpu_cache(desc, [0x20000 + 0x100 * i for i in range(num_tensors)])
+
+
+# The operations kvdist does not run yet: valid calls raise
+# LLM_FEATURE_NOT_ENABLED; invalid ones fail as in the original, in its
+# order. Each case: (method, role, args, kwargs, exception, status code).
+P, D = LLMRole.PROMPT, LLMRole.DECODER
+NOT_ENABLED = LLMStatusCode.LLM_FEATURE_NOT_ENABLED
+OP_CASES: list[tuple[str, LLMRole, tuple[Any, ...], dict[str, Any], type[Exception], Any]] = [
+    # pull_cache: the role before anything else
+    ("pull_cache", P, (None, None), {}, LLMException, PARAM_INVALID),
+    ("pull_cache", D, (CacheKey(1, 2), "c"), {}, TypeError, None),
+    ("pull_cache", D, ("k", "c"), {}, TypeError, None),
+    ("pull_cache", D, (CacheKey(1, 2), "host"), {}, LLMException, PARAM_INVALID),
+    ("pull_cache", D, (CacheKey(1, 2), "cache", 0, 0), {}, LLMException, PARAM_INVALID),
+    ("pull_cache", D, (CacheKey(1, 2), "cache", -1), {}, ValueError, None),
+    ("pull_cache", D, (CacheKey(1, 2), "cache"), {"src_cache_offset": -1}, ValueError, None),
+    ("pull_cache", D, (CacheKey(1, req_id=2**64 - 1), "cache"), {}, LLMException, PARAM_INVALID),
+    ("pull_cache", D, (CacheKey(1, 2, 0, 3), "cache"), {}, LLMException, PARAM_INVALID),
+    (
         "pull_cache",
-        "pull_blocks",
-        "copy_cache",
-        "copy_blocks",
-        "swap_blocks",
-        "remove_cache_key",
-        "get_cache_tensors",
-    ],
+        D,
+        (CacheKey(1, 2), "cache"),
+        {"tensor_num_per_layer": 0},
+        LLMException,
+        PARAM_INVALID,
+    ),
+    (
+        "pull_cache",
+        D,
+        (CacheKey(1, 2), "cache"),
+        {"src_layer_range": range(0, 4, 2)},
+        LLMException,
+        PARAM_INVALID,
+    ),
+    ("pull_cache", D, (CacheKey(1, 2), "cache"), {"dst_layer_range": [0, 1]}, TypeError, None),
+    ("pull_cache", D, (CacheKey(1, 2), "cache"), {}, LLMException, NOT_ENABLED),
+    (
+        "pull_cache",
+        D,
+        (llm_datadist.CacheKeyByIdAndIndex(1, 5), "cache", 0, 64),
+        {},
+        LLMException,
+        NOT_ENABLED,
+    ),
+    # pull_blocks
+    ("pull_blocks", P, (None, None, [], []), {}, LLMException, PARAM_INVALID),
+    ("pull_blocks", D, (CacheKey(1, 2), "cache", [0], [0]), {}, TypeError, None),
+    ("pull_blocks", D, ("bkey", "cache", (0,), [0]), {}, TypeError, None),
+    ("pull_blocks", D, ("bkey", "host", [0], [0]), {}, LLMException, PARAM_INVALID),
+    ("pull_blocks", D, ("bkey", "cache", [], []), {}, LLMException, PARAM_INVALID),
+    ("pull_blocks", D, ("bkey", "cache", [0, 1], [0]), {}, LLMException, PARAM_INVALID),
+    ("pull_blocks", D, ("bkey", "cache", [0], [0]), {"tensor_num_per_layer": -1}, ValueError, None),
+    ("pull_blocks", D, ("bkey", "cache", [0], [0]), {}, LLMException, NOT_ENABLED),
+    # copy_cache (no role)
+    ("copy_cache", P, ("host", "cache"), {}, LLMException, PARAM_INVALID),
+    ("copy_cache", D, ("cache", "host"), {}, LLMException, PARAM_INVALID),
+    ("copy_cache", P, ("cache", "cache", -1), {}, ValueError, None),
+    ("copy_cache", P, ("cache", "cache", 0, 0, 0, 0), {}, LLMException, PARAM_INVALID),
+    ("copy_cache", P, ("cache", "cache", 0, 0, 0, -1, "r"), {}, TypeError, None),
+    ("copy_cache", P, ("cache", "cache"), {}, LLMException, NOT_ENABLED),
+    # copy_blocks
+    ("copy_blocks", P, ("cache", {0: 1}), {}, TypeError, None),
+    ("copy_blocks", P, ("host", {0: [1]}), {}, LLMException, PARAM_INVALID),
+    ("copy_blocks", P, ("cache", {0: [-1]}), {}, ValueError, None),
+    ("copy_blocks", D, ("cache", {0: [1, 2]}), {}, LLMException, NOT_ENABLED),
+    # swap_blocks: block size, tensor count, indices, then direction
+    ("swap_blocks", P, ("cache", "cache8x2", {0: 1}), {}, LLMException, PARAM_INVALID),
+    ("swap_blocks", P, ("cache", "cache4", {0: 1}), {}, LLMException, PARAM_INVALID),
+    ("swap_blocks", P, ("cache", "host", {4: 0}), {}, LLMException, PARAM_INVALID),
+    ("swap_blocks", P, ("cache", "cache", {0: 1}), {}, LLMException, PARAM_INVALID),
+    ("swap_blocks", P, ("host", "cache", {0: 1}), {}, LLMException, NOT_ENABLED),
+    ("swap_blocks", P, ("cache", "host", {3: 0}), {}, LLMException, NOT_ENABLED),
+    # remove_cache_key: role first
+    ("remove_cache_key", D, (None,), {}, LLMException, PARAM_INVALID),
+    ("remove_cache_key", P, ("bkey",), {}, TypeError, None),
+    ("remove_cache_key", P, (CacheKey(1, 2),), {}, LLMException, NOT_ENABLED),
+    # get_cache_tensors
+    ("get_cache_tensors", P, ("cache", -1), {}, LLMException, PARAM_INVALID),
+    ("get_cache_tensors", P, ("cache", 8), {}, LLMException, PARAM_INVALID),
+    ("get_cache_tensors", P, ("cache", 2**31), {}, ValueError, None),
+    ("get_cache_tensors", P, ("cache", 7), {}, LLMException, NOT_ENABLED),
+]
+
+
+_OP_ARGS: dict[str, Any] = {
+    "cache": lambda: _cache(),
+    "host": lambda: _host_cache(),
+    "cache4": lambda: _cache(4),
+    "cache8x2": lambda: KvCache(6, CacheDesc(8, [2, 16], DataType.DT_FLOAT16), [[0] * 8], None),
+    "bkey": lambda: llm_datadist.BlocksCacheKey(1),
+}
+
+
+def _op_arg(value: Any) -> Any:
+    """Names in OP_CASES stand for fresh caches and keys."""
+    return _OP_ARGS[value]() if isinstance(value, str) and value in _OP_ARGS else value
+
+
+@pytest.mark.parametrize(
+    "method, role, args, kwargs, error, code",
+    OP_CASES,
+    ids=[f"{c[0]}-{i}" for i, c in enumerate(OP_CASES)],
 )
-def test_other_methods_not_enabled(method: str) -> None:
-    role = LLMRole.DECODER if method.startswith("pull") else LLMRole.PROMPT
-    manager, _ = _manager(role)
-    cache = _cache()
-    args: dict[str, tuple[Any, ...]] = {
-        "pull_cache": (CacheKey(1, 2), cache),
-        "pull_blocks": (llm_datadist.BlocksCacheKey(1), cache, [0], [0]),
-        "copy_cache": (cache, cache),
-        "copy_blocks": (cache, {0: [1]}),
-        "swap_blocks": (cache, cache, {0: 1}),
-        "remove_cache_key": (CacheKey(1, 2),),
-        "get_cache_tensors": (cache,),
-    }
-    with pytest.raises(LLMException) as info:
-        getattr(manager, method)(*args[method])
-    assert info.value.status_code is LLMStatusCode.LLM_FEATURE_NOT_ENABLED
-    with pytest.raises(TypeError):
-        getattr(manager, method)(None, *args[method][1:])
+def test_operations_not_yet_run_check_as_the_original(
+    method: str, role: LLMRole, args: tuple, kwargs: dict, error: type, code: Any
+) -> None:
+    manager, native = _manager(role)
+    with pytest.raises(error) as info:
+        getattr(manager, method)(*[_op_arg(a) for a in args], **kwargs)
+    if code is not None:
+        assert info.value.status_code is code, str(info.value)  # type: ignore[attr-defined]
+    assert native.calls == []
 
 
 # ---- CacheTask over a fake task ---------------------------------------------
