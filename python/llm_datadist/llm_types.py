@@ -625,31 +625,89 @@ class TransferConfig:
 
 
 class TransferWithCacheKeyConfig:
-    """A destination given by cache key (CacheManager mode, remote cache accessible)."""
+    """A destination given by cache key (CacheManager mode, remote cache accessible).
+
+    As the original: both layer ranges are required and of one size, a
+    ``BlocksCacheKey`` takes no batch index, and ``dst_cluster_id`` is the
+    key's cluster.
+    """
 
     def __init__(
         self,
         cache_key: BlocksCacheKey | CacheKeyByIdAndIndex,
-        src_layer_range: range,
-        dst_layer_range: range,
+        src_layer_range: range | None = None,
+        dst_layer_range: range | None = None,
         src_batch_index: int = 0,
     ) -> None:
         check_isinstance(
             "cache_key", cache_key, [BlocksCacheKey, CacheKeyByIdAndIndex], allow_none=False
         )
+        self._cache_key = cache_key
+        check_isinstance("src_layer_range", src_layer_range, range, allow_none=False)
         _check_layer_range("src_layer_range", src_layer_range)
+        self._src_layer_range = src_layer_range
+        check_isinstance("dst_layer_range", dst_layer_range, range, allow_none=False)
         _check_layer_range("dst_layer_range", dst_layer_range)
+        self._dst_layer_range = dst_layer_range
+        raise_if_false(
+            len(src_layer_range) == len(dst_layer_range),
+            "src_layer_range size should be equal to dst_layer_range size",
+        )
         check_uint32("src_batch_index", src_batch_index)
-        self.cache_key = cache_key
-        self.src_layer_range = src_layer_range
-        self.dst_layer_range = dst_layer_range
-        self.src_batch_index = src_batch_index
+        self._check_batch_for_key(cache_key, src_batch_index)
+        self._src_batch_index = src_batch_index
+        self.dst_cluster_id = cache_key.cluster_id
+
+    @staticmethod
+    def _check_batch_for_key(cache_key: Any, src_batch_index: int) -> None:
+        raise_if_true(
+            isinstance(cache_key, BlocksCacheKey) and src_batch_index != 0,
+            "src_batch_index should be 0 when cache_key is BlocksCacheKey.",
+        )
+
+    @property
+    def cache_key(self) -> BlocksCacheKey | CacheKeyByIdAndIndex:
+        return self._cache_key
+
+    @cache_key.setter
+    def cache_key(self, cache_key: BlocksCacheKey | CacheKeyByIdAndIndex) -> None:
+        check_isinstance("cache_key", cache_key, [BlocksCacheKey, CacheKeyByIdAndIndex])
+        self._cache_key = cache_key
+
+    @property
+    def src_layer_range(self) -> range | None:
+        return self._src_layer_range
+
+    @src_layer_range.setter
+    def src_layer_range(self, src_layer_range: range | None) -> None:
+        _check_layer_range("src_layer_range", src_layer_range)
+        self._src_layer_range = src_layer_range
+
+    @property
+    def dst_layer_range(self) -> range | None:
+        return self._dst_layer_range
+
+    @dst_layer_range.setter
+    def dst_layer_range(self, dst_layer_range: range | None) -> None:
+        _check_layer_range("dst_layer_range", dst_layer_range)
+        self._dst_layer_range = dst_layer_range
+
+    @property
+    def src_batch_index(self) -> int:
+        return self._src_batch_index
+
+    @src_batch_index.setter
+    def src_batch_index(self, src_batch_index: int) -> None:
+        self._check_batch_for_key(self._cache_key, src_batch_index)
+        check_uint32("src_batch_index", src_batch_index)
+        self._src_batch_index = src_batch_index
 
     def __repr__(self) -> str:
         return (
-            f"TransferWithCacheKeyConfig(cache_key={self.cache_key}, "
-            f"src_layer_range={self.src_layer_range}, dst_layer_range={self.dst_layer_range}, "
-            f"src_batch_index={self.src_batch_index})"
+            f"TransferWithCacheKeyConfig(cache_key={self._cache_key},"
+            f" src_layer_range={self._src_layer_range},"
+            f" dst_layer_range={self._dst_layer_range},"
+            f" src_batch_index={self._src_batch_index})"
         )
 
 

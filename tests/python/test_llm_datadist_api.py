@@ -399,6 +399,28 @@ def test_cache_desc_as_the_original() -> None:
     assert repr(desc).endswith("seq_len_dim_index=-1,kv_tensor_format=None)")
 
 
+def test_transfer_with_cache_key_config_as_the_original() -> None:
+    make = llm_datadist.TransferWithCacheKeyConfig
+    by_id = llm_datadist.CacheKeyByIdAndIndex(7, 3, 1)
+    blocks = llm_datadist.BlocksCacheKey(9)
+    config = make(by_id, range(0, 2), range(2, 4), 1)
+    assert (config.dst_cluster_id, config.src_batch_index) == (7, 1)
+    assert make(blocks, range(1, 3), range(0, 2)).dst_cluster_id == 9
+    with pytest.raises(TypeError):
+        make(by_id)  # both ranges are required
+    with pytest.raises(TypeError):
+        make(CacheKey(1, 2), range(0, 1), range(0, 1))  # type: ignore[arg-type]
+    with pytest.raises(LLMException):
+        make(by_id, range(0, 2), range(0, 3))  # sizes differ
+    with pytest.raises(LLMException):
+        make(by_id, range(0, 4, 2), range(0, 2))
+    with pytest.raises(LLMException):
+        make(blocks, range(0, 1), range(0, 1), 1)  # blocks take no batch index
+    with pytest.raises(LLMException):
+        config.dst_layer_range = range(3, 3)
+    assert repr(config).startswith("TransferWithCacheKeyConfig(cache_key=CacheKeyByIdAndIndex(")
+
+
 # ---- TransferConfig, LayerSynchronizer --------------------------------------------
 
 
