@@ -785,55 +785,67 @@ class TensorDesc:
 
 
 class Tensor:
-    """A host tensor: ``Tensor(data: numpy.ndarray | Tensor, tensor_desc=None)``."""
+    """A host tensor: ``Tensor(data: numpy.ndarray | Tensor | int, tensor_desc=None)``.
+
+    As the original: the array must match ``tensor_desc`` in shape and type
+    and be C-contiguous (RuntimeError otherwise; it is not copied); an int
+    is an engine tensor id (with its ``tensor_desc``), which holds no host
+    data on a CPU host.
+    """
 
     def __init__(self, data: Any, tensor_desc: TensorDesc | None = None) -> None:
-        check_isinstance("tensor_desc", tensor_desc, TensorDesc)
-        if isinstance(data, Tensor):
-            self._data = data._data
-            self._tensor_desc: TensorDesc = data._tensor_desc
-            return
         import numpy as np  # optional dependency, only for Tensor
 
-        check_isinstance("data", data, [np.ndarray, Tensor], allow_none=False)
-        if tensor_desc is not None and list(data.shape) != tensor_desc.shape:
+        from llm_datadist import data_type as dt
+
+        check_isinstance("data", data, [np.ndarray, Tensor, int], allow_none=False)
+        check_isinstance("tensor_desc", tensor_desc, TensorDesc)
+        self._tensor_id = 0
+        self._data: Any = None
+        if isinstance(data, Tensor):
+            self._data = data._data
+            self._tensor_id = data._tensor_id
+            self._tensor_desc: TensorDesc | None = data._tensor_desc
+            return
+        if isinstance(data, int):
+            self._tensor_id = data
+            self._tensor_desc = tensor_desc
+            return
+        if tensor_desc is not None:
+            if list(data.shape) != tensor_desc.shape:
+                raise RuntimeError(
+                    f"The shape of data:{data.shape} is not same as tensor_desc "
+                    f"shape:{tensor_desc.shape}"
+                )
+            if data.dtype != dt.dtype_to_np_dtype.get(tensor_desc.dtype):
+                raise RuntimeError(
+                    f"The dtype of data:{data.dtype} is not same as tensor_desc "
+                    f"dtype:{tensor_desc.dtype}"
+                )
+        elif data.dtype not in dt.np_dtype_to_dtype:
             raise RuntimeError(
-                f"The shape of data:{data.shape} is not same as tensor_desc "
-                f"shape:{tensor_desc.shape}"
+                f"The dtype of data:{data.dtype} is not valid, only support {dt.valid_np_dtypes}"
             )
-        self._data = np.ascontiguousarray(data)
-        self._tensor_desc = tensor_desc or TensorDesc(_np_to_dtype(data.dtype), list(data.shape))
+        if not data.flags.c_contiguous:
+            raise RuntimeError("The data is not c_contiguous")
+        self._data = data
+        self._tensor_desc = tensor_desc or TensorDesc(
+            dt.np_dtype_to_dtype[data.dtype], list(data.shape)
+        )
 
     @property
-    def tensor_desc(self) -> TensorDesc:
+    def tensor_desc(self) -> TensorDesc | None:
         """The ``TensorDesc``."""
         return self._tensor_desc
 
     def numpy(self, copy: bool = False) -> Any:
         """The data as a numpy array (a copy if ``copy``)."""
         check_isinstance("copy", copy, bool)
+        if self._data is None:
+            raise RuntimeError(
+                f"tensor {self._tensor_id} is an engine tensor id: no host data on a CPU host"
+            )
         return self._data.copy() if copy else self._data
 
     def __str__(self) -> str:
         return f"Tensor({self._data},tensor_desc={self._tensor_desc})"
-
-
-def _np_to_dtype(np_dtype: Any) -> DataType:
-    names = {
-        "float32": DataType.DT_FLOAT,
-        "float16": DataType.DT_FLOAT16,
-        "int8": DataType.DT_INT8,
-        "int16": DataType.DT_INT16,
-        "uint16": DataType.DT_UINT16,
-        "uint8": DataType.DT_UINT8,
-        "int32": DataType.DT_INT32,
-        "int64": DataType.DT_INT64,
-        "uint32": DataType.DT_UINT32,
-        "uint64": DataType.DT_UINT64,
-        "bool": DataType.DT_BOOL,
-        "float64": DataType.DT_DOUBLE,
-    }
-    dtype = names.get(str(np_dtype))
-    if dtype is None:
-        raise RuntimeError(f"The dtype of data:{np_dtype} is not valid")
-    return dtype

@@ -923,6 +923,22 @@ def test_tensor_types() -> None:
     tensor = llm_datadist.Tensor(np.zeros(2, dtype=np.float32))
     assert tensor.tensor_desc.dtype is DataType.DT_FLOAT and desc.shape == [2]
     assert tensor.numpy(copy=True).tolist() == [0.0, 0.0]
+    # As the original: a desc of another type, non-contiguous data and an
+    # unsupported dtype are RuntimeErrors (nothing is copied); an int is an
+    # engine tensor id, with no host data here.
+    with pytest.raises(RuntimeError, match="dtype"):
+        llm_datadist.Tensor(np.zeros(2, dtype=np.float16), desc)
+    with pytest.raises(RuntimeError, match="c_contiguous"):
+        llm_datadist.Tensor(np.zeros((4, 4), dtype=np.float32)[:, ::2])
+    with pytest.raises(RuntimeError, match="not valid"):
+        llm_datadist.Tensor(np.zeros(2, dtype=np.complex64))
+    by_id = llm_datadist.Tensor(5, desc)
+    assert by_id.tensor_desc is desc
+    with pytest.raises(RuntimeError, match="engine tensor id"):
+        by_id.numpy()
+    with pytest.raises(TypeError):
+        llm_datadist.Tensor([1.0, 2.0])  # type: ignore[arg-type]
+    assert llm_datadist.Tensor(tensor).numpy() is tensor.numpy()
 
 
 def test_threading_is_not_needed_for_validation() -> None:
