@@ -156,15 +156,7 @@ class LLMDataDist:
                 "supported by kvdist yet",
                 status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
             )
-        raise_if_false(
-            "ge.exec.deviceId" in self._engine_options,
-            "option ge.exec.deviceId (LLMConfig.device_id) is required",
-        )
-        raise_if_false(
-            self._role != LLMRole.PROMPT or "llm.listenIpInfo" in self._engine_options,
-            "neither llm.ClusterInfo nor llm.listenIpInfo was specified: option "
-            "llm.listenIpInfo (LLMConfig.listen_ip_info) is required for LLMRole.PROMPT",
-        )
+        self._check_devices_and_listen_addresses()
         kvdist = _native.load()
         native = kvdist.DataDist(int(self._role), self._cluster_id)
         _native.call(
@@ -177,6 +169,41 @@ class LLMDataDist:
         self._kv_cache_manager = KvCacheManager(native, self._role)
         LLMDataDist.llm_engine_instance = self
         self._is_initialized = True
+
+    def _check_devices_and_listen_addresses(self) -> None:
+        """As the original: without llm.ClusterInfo, a PROMPT gives one
+        listen address per device ("0;1" -> "ip:port;ip:port"); with it,
+        ge.exec.deviceId is not needed. A CPU host serves on the first
+        device's address."""
+        opts = self._engine_options
+        if "llm.ClusterInfo" in opts:
+            opts.setdefault("ge.exec.deviceId", "0")  # recorded only
+        raise_if_false(
+            "ge.exec.deviceId" in opts,
+            "option ge.exec.deviceId (LLMConfig.device_id) is required",
+        )
+        raise_if_false(
+            self._role != LLMRole.PROMPT or "llm.listenIpInfo" in opts,
+            "neither llm.ClusterInfo nor llm.listenIpInfo was specified: option "
+            "llm.listenIpInfo (LLMConfig.listen_ip_info) is required for LLMRole.PROMPT",
+        )
+        if "llm.ClusterInfo" in opts or self._role != LLMRole.PROMPT:
+            return
+        devices = opts["ge.exec.deviceId"].split(";")
+        listens = opts["llm.listenIpInfo"].split(";")
+        raise_if_false(
+            len(listens) == len(devices),
+            "listen ip info num:{0} in llm.listenIpInfo is not equal to device num:{1}.",
+            len(listens),
+            len(devices),
+        )
+        for one in listens:
+            raise_if_false(
+                len(one.split(":")) == 2,
+                'llm.listenIpInfo "{0}" is invalid, format should be "ip:port"',
+                one,
+            )
+        opts["llm.listenIpInfo"] = listens[0]
 
     def finalize(self) -> None:
         """Releases everything; idempotent. Unfinished transfers end with an error."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+import kvdist
 
 pytest.importorskip("kvdist._kvdist")
 
@@ -160,6 +163,38 @@ def test_init_option_errors(
     listen = f"127.0.0.1:{free_port()}" if role == LLMRole.PROMPT else None
     datadist.init(_options(listen=listen))
     datadist.finalize()
+
+
+def test_one_listen_address_per_device_as_the_original() -> None:
+    first, second = free_port(), free_port()
+    prompt = LLMDataDist(LLMRole.PROMPT, 1)
+    two = f"127.0.0.1:{first};127.0.0.1:{second}"
+    with pytest.raises(LLMException, match="not equal to device num") as info:
+        prompt.init(
+            {**_options(), "ge.exec.deviceId": "0;1", "llm.listenIpInfo": f"127.0.0.1:{first}"}
+        )
+    assert info.value.status_code is PARAM_INVALID
+    with pytest.raises(LLMException, match="not equal to device num"):
+        prompt.init({**_options(), "llm.listenIpInfo": two})
+    prompt.init({**_options(), "ge.exec.deviceId": "0;1", "llm.listenIpInfo": two})
+    try:
+        # The first device's address serves: a DECODER links to it.
+        with kvdist.DataDist("decoder", 2) as decoder:
+            decoder.link(1, "127.0.0.1", first)
+    finally:
+        prompt.finalize()
+
+
+def test_cluster_info_makes_the_device_id_optional() -> None:
+    port = free_port()
+    info = json.dumps({"cluster_id": 1, "listen_ip_info": [{"ip": "127.0.0.1", "port": port}]})
+    prompt = LLMDataDist(LLMRole.PROMPT, 1)
+    prompt.init({"llm.ClusterInfo": info})  # no ge.exec.deviceId: accepted, as the original
+    try:
+        with kvdist.DataDist("decoder", 2) as decoder:
+            decoder.link(1, "127.0.0.1", port)
+    finally:
+        prompt.finalize()
 
 
 def test_one_initialised_datadist_per_process() -> None:
