@@ -48,7 +48,8 @@ struct Options {
   // For network namespaces of one machine, and to measure the network path.
   bool network_path_only = false;
 
-  // Builds Options from LLM-DataDist option keys (llm.listenIpInfo,
+  // Builds Options from LLM-DataDist option keys (llm.listenIpInfo or the
+  // C++ API's llm.ListenIpInfo, ge.exec.deviceId or llm.DeviceId,
   // llm.SyncKvCacheWaitTime, ge.flowGraphMemMaxSize, ge.exec.deviceId,
   // kvdist.TransferTimeout, kvdist.InflightLayers, kvdist.CopyLanes,
   // kvdist.AuthSecret, kvdist.NetworkPath).

@@ -27,12 +27,12 @@ void DataDist::finalize() {
 uint16_t DataDist::listen_port() const { return engine_ ? engine_->listen_port() : 0; }
 
 LinkResult DataDist::link_clusters(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms) {
-  if (!engine_) return {StatusCode::kEngineFinalized, {}};
+  if (!engine_) return {StatusCode::kEngineFinalized, {}, {}};
   return engine_->link(clusters, timeout_ms);
 }
 
 LinkResult DataDist::unlink_clusters(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms) {
-  if (!engine_) return {StatusCode::kEngineFinalized, {}};
+  if (!engine_) return {StatusCode::kEngineFinalized, {}, {}};
   return engine_->unlink(clusters, timeout_ms);
 }
 

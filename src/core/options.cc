@@ -26,16 +26,24 @@ Result<Options> Options::from_map(Role role, const std::map<std::string, std::st
     auto it = options.find(key);
     return it == options.end() ? nullptr : &it->second;
   };
+  // The Python package's keys, or the original C++ API's (llm.DeviceId,
+  // llm.ListenIpInfo: OPTION_DEVICE_ID, OPTION_LISTEN_IP_INFO).
   const std::string* device = get("ge.exec.deviceId");
+  if (device == nullptr) device = get("llm.DeviceId");
   if (device == nullptr) {
-    return Status(StatusCode::kParamInvalid, "option ge.exec.deviceId (device_id) is required");
+    return Status(StatusCode::kParamInvalid,
+                  "option ge.exec.deviceId (device_id; llm.DeviceId in C++) is required");
   }
   // "0" or "0;1": only the first device is used on a CPU host.
   std::string first = device->substr(0, device->find(';'));
   if (!parse_u64(first, &v) || v > INT32_MAX)
     return bad("ge.exec.deviceId", *device, "a device id");
   o.device_id = static_cast<int32_t>(v);
-  if (const std::string* listen = get("llm.listenIpInfo")) o.listen_ip_info = *listen;
+  if (const std::string* listen = get("llm.listenIpInfo")) {
+    o.listen_ip_info = *listen;
+  } else if (const std::string* cpp_listen = get("llm.ListenIpInfo")) {
+    o.listen_ip_info = *cpp_listen;
+  }
   if (role == Role::kPrompt && o.listen_ip_info.empty()) {
     return Status(StatusCode::kParamInvalid,
                   "option llm.listenIpInfo (listen_ip_info) is required for a PROMPT");

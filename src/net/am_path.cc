@@ -222,7 +222,7 @@ ucs_status_t Transport::Impl::on_am_data(void* arg, const void* header, size_t h
     self->data_message_done(peer, h.write_id, StatusCode::kSuccess);
     return UCS_OK;
   }
-  auto* recv = new AmRecv{self, peer, h.write_id, h.region_id, {}};
+  auto* recv = new AmRecv{self, peer, h.write_id, h.region_id, {}, {}};
   for (const auto& [addr, len] : h.ranges)
     recv->iov.push_back({reinterpret_cast<void*>(addr), len});
   ++self->recvs_in_flight[h.region_id];

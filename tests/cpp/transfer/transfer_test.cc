@@ -941,5 +941,29 @@ TEST(OptionsTest, MissingRequiredOptionsNameTheOption) {
   }
 }
 
+TEST(OptionsTest, OriginalCppKeysAuthSecretAndNetworkPath) {
+  // The original C++ API's keys (OPTION_DEVICE_ID, OPTION_LISTEN_IP_INFO).
+  auto cpp = Options::from_map(Role::kPrompt,
+                               {{"llm.DeviceId", "2"}, {"llm.ListenIpInfo", "127.0.0.1:26001"}});
+  ASSERT_TRUE(cpp.ok()) << cpp.status().to_string();
+  EXPECT_EQ(cpp->device_id, 2);
+  EXPECT_EQ(cpp->listen_ip_info, "127.0.0.1:26001");
+  auto none = Options::from_map(Role::kDecoder, {});
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("llm.DeviceId"), std::string::npos);
+  auto secured = Options::from_map(
+      Role::kDecoder,
+      {{"ge.exec.deviceId", "0"}, {"kvdist.AuthSecret", "s3cret"}, {"kvdist.NetworkPath", "1"}});
+  ASSERT_TRUE(secured.ok());
+  EXPECT_EQ(secured->auth_secret, "s3cret");
+  EXPECT_TRUE(secured->network_path_only);
+  for (const char* bad : {"2", "yes", ""}) {
+    auto r =
+        Options::from_map(Role::kDecoder, {{"ge.exec.deviceId", "0"}, {"kvdist.NetworkPath", bad}});
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("kvdist.NetworkPath"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace kvdist
