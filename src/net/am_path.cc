@@ -23,6 +23,22 @@ constexpr size_t kBatchRanges = kMaxDataRanges;
 // Writes of one peer being received at once; more is a protocol violation.
 constexpr size_t kMaxIncomingWrites = 4096;
 
+// The error of a write the receiver refused (its check of the ranges).
+Status refused(uint64_t cluster) {
+  return Status(StatusCode::kParamInvalid,
+                "cluster " + std::to_string(cluster) +
+                    " refused the write: its destination is not (or no longer) memory it "
+                    "registered");
+}
+
+// Copies consecutive bytes from `src` into each (address, length) in turn.
+void scatter(const char* src, const std::vector<std::pair<uint64_t, uint64_t>>& ranges) {
+  for (const auto& [addr, len] : ranges) {
+    std::memcpy(reinterpret_cast<void*>(addr), src, len);
+    src += len;
+  }
+}
+
 }  // namespace
 
 // ---- sender ------------------------------------------------------------------
@@ -56,11 +72,10 @@ bool Transport::Impl::post_am_writes(uint64_t id, const std::shared_ptr<Peer>& p
       if (last.local_addr + last.len == op.local_addr &&
           last.remote_addr + last.len == op.remote_addr) {
         last.len += op.len;  // contiguous on both sides
-        d.bytes += op.len;
       } else {
         d.ops.push_back(op);
-        d.bytes += op.len;
       }
+      d.bytes += op.len;
       if (d.bytes >= kBatchBytes || d.ops.size() >= kBatchRanges) open_batch.erase(it);
       continue;
     }
@@ -125,12 +140,7 @@ void Transport::Impl::am_sent(uint64_t id, ucs_status_t s) {
   if (s == UCS_ERR_REJECTED) {
     // The receiver refused the ranges (not, or no longer, registered); its
     // acknowledgement says so too.
-    if (w.status.ok()) {
-      w.status = Status(StatusCode::kParamInvalid,
-                        "cluster " + std::to_string(w.peer->cluster_id) +
-                            " refused the write: its destination is not (or no longer) memory it "
-                            "registered");
-    }
+    if (w.status.ok()) w.status = refused(w.peer->cluster_id);
   } else if (s != UCS_OK) {
     std::shared_ptr<Peer> peer = w.peer;
     fail_peer(peer,
@@ -145,12 +155,7 @@ void Transport::Impl::on_data_ack(const std::shared_ptr<Peer>& peer, const Messa
   if (it == writes.end() || it->second.peer != peer || !it->second.ack_pending) return;
   PendingWrite& w = it->second;
   w.ack_pending = false;
-  if (msg.code != 0 && w.status.ok()) {
-    w.status = Status(StatusCode::kParamInvalid,
-                      "cluster " + std::to_string(peer->cluster_id) +
-                          " refused the write: its destination is not (or no longer) memory it "
-                          "registered");
-  }
+  if (msg.code != 0 && w.status.ok()) w.status = refused(peer->cluster_id);
   maybe_complete(msg.value);
 }
 
@@ -161,7 +166,7 @@ struct Transport::Impl::AmRecv {
   std::shared_ptr<Peer> peer;
   uint64_t write_id = 0;
   uint64_t region_id = 0;
-  std::vector<ucp_dt_iov_t> iov;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // where the bytes go
   std::vector<char> staged;  // a batch, received whole, then copied into place
 };
 
@@ -214,32 +219,25 @@ ucs_status_t Transport::Impl::on_am_data(void* arg, const void* header, size_t h
   }
   if (!rndv) {
     // Eager: the bytes are here; copy them into place.
-    const char* src = static_cast<const char*>(data);
-    for (const auto& [addr, len] : h.ranges) {
-      std::memcpy(reinterpret_cast<void*>(addr), src, len);
-      src += len;
-    }
+    scatter(static_cast<const char*>(data), h.ranges);
     self->data_message_done(peer, h.write_id, StatusCode::kSuccess);
     return UCS_OK;
   }
-  auto* recv = new AmRecv{self, peer, h.write_id, h.region_id, {}, {}};
-  for (const auto& [addr, len] : h.ranges)
-    recv->iov.push_back({reinterpret_cast<void*>(addr), len});
+  auto* recv = new AmRecv{self, peer, h.write_id, h.region_id, std::move(h.ranges), {}};
   ++self->recvs_in_flight[h.region_id];
   ucp_request_param_t p{};
   p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
   p.cb.recv_am = on_data_received;
   p.user_data = recv;
-  void* buffer = recv->iov[0].buffer;
-  size_t count = recv->iov[0].length;
-  if (recv->iov.size() > 1) {
+  void* buffer = reinterpret_cast<void*>(recv->ranges[0].first);
+  size_t count = length;
+  if (recv->ranges.size() > 1) {
     // A batch is received whole (UCX then moves it with tcp's zero-copy
     // put) and copied into place: UCX 1.13 receives a list as 8 KiB
     // fragments (paged layers between namespaces: 1.05-1.55 GB/s that
     // way, 1.83-2.15 GB/s staged).
     recv->staged.resize(length);
     buffer = recv->staged.data();
-    count = length;
   }
   ucs_status_ptr_t req = ucp_am_recv_data_nbx(self->worker->worker(), data, buffer, count, &p);
   if (req == nullptr) {
@@ -256,13 +254,7 @@ void Transport::Impl::on_data_received(void* request, ucs_status_t status, size_
   Impl* self = recv->self;
   if (request != nullptr) ucp_request_free(request);
   if (!self->destroying) {
-    if (status == UCS_OK && !recv->staged.empty()) {
-      const char* src = recv->staged.data();
-      for (const ucp_dt_iov_t& v : recv->iov) {
-        std::memcpy(v.buffer, src, v.length);
-        src += v.length;
-      }
-    }
+    if (status == UCS_OK && !recv->staged.empty()) scatter(recv->staged.data(), recv->ranges);
     auto it = self->recvs_in_flight.find(recv->region_id);
     if (it != self->recvs_in_flight.end() && --it->second == 0) self->recvs_in_flight.erase(it);
     self->data_message_done(recv->peer, recv->write_id,

@@ -63,6 +63,13 @@ void Transport::Impl::send(ucp_ep_h ep, const Message& msg) {
   track(ucp_am_send_nbx(ep, kAmControl, nullptr, 0, buf->data(), buf->size(), &p), op);
 }
 
+void Transport::Impl::send_note(ucp_ep_h ep, std::string text) {
+  Message m;
+  m.type = MsgType::kNote;
+  m.text = std::move(text);
+  send(ep, m);
+}
+
 void Transport::Impl::close_ep(ucp_ep_h ep, bool force) {
   if (ep == nullptr) return;
   ucp_request_param_t p{};
@@ -185,10 +192,7 @@ void Transport::notify(uint64_t peer_id, std::string note) {
       peer.held_notes.emplace_back(*peer.writes.rbegin(), std::move(note));
       return;
     }
-    Message m;
-    m.type = MsgType::kNote;
-    m.text = std::move(note);
-    self->send(peer.ctrl, m);
+    self->send_note(peer.ctrl, std::move(note));
   });
 }
 

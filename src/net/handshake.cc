@@ -26,8 +26,8 @@ Message Transport::Impl::client_hello(Peer& peer) {
 void Transport::Impl::on_handshake(ucp_ep_h ep, bool valid, const Message& msg) {
   auto it = accepting.find(ep);
   Accepting& acc = it->second;
-  bool expected =
-      valid && (acc.hello_seen ? msg.type == MsgType::kAuth : msg.type == MsgType::kHello);
+  bool expected = valid && (acc.server_nonce.empty() ? msg.type == MsgType::kHello
+                                                     : msg.type == MsgType::kAuth);
   if (!expected) {
     refuse_handshake(ep,
                      "malformed handshake, a message out of order, or an unsupported "
@@ -70,7 +70,6 @@ void Transport::Impl::on_hello(ucp_ep_h ep, Accepting& acc, const Message& msg) 
     refuse_handshake(ep, "no random nonce available");
     return;
   }
-  acc.hello_seen = true;
   Message challenge;
   challenge.type = MsgType::kChallenge;
   challenge.nonce = acc.server_nonce;

@@ -96,10 +96,9 @@ struct Transport::Impl {
   // A client of the listener, before its handshake has completed.
   struct Accepting {
     Clock::time_point deadline;
-    std::string from;  // its address, for the log
-    bool hello_seen = false;
+    std::string from;          // its address, for the log
     Message hello;             // its hello, once seen
-    std::string server_nonce;  // our challenge
+    std::string server_nonce;  // our challenge; set once the hello was accepted
   };
   // A write of a peer being received on the active-message path.
   struct Incoming {
@@ -236,6 +235,8 @@ struct Transport::Impl {
   void track(ucs_status_ptr_t req, uint64_t op);
   void flush(ucp_ep_h ep, std::function<void(ucs_status_t)> fn);
   void send(ucp_ep_h ep, const Message& msg);
+  // A kNote with `text`, for the layer above at the peer.
+  void send_note(ucp_ep_h ep, std::string text);
   void close_ep(ucp_ep_h ep, bool force);
   static ucs_status_t on_am(void* arg, const void* /*header*/, size_t /*header_length*/, void* data,
                             size_t length, const ucp_am_recv_param_t* param);

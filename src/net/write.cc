@@ -33,10 +33,7 @@ void Transport::Impl::complete_write(uint64_t id, Status s) {  // by value: s ma
   writes.erase(it);
   w.peer->writes.erase(id);
   if (s.ok() && !w.note.empty() && !w.note_with_data && w.peer->state == PeerState::kUp) {
-    Message m;
-    m.type = MsgType::kNote;
-    m.text = std::move(w.note);
-    send(w.peer->ctrl, m);
+    send_note(w.peer->ctrl, std::move(w.note));
   }
   if (w.peer->state == PeerState::kUp) release_notes(*w.peer);
   w.done(s);
@@ -45,11 +42,9 @@ void Transport::Impl::complete_write(uint64_t id, Status s) {  // by value: s ma
 void Transport::Impl::release_notes(Peer& peer) {
   while (!peer.held_notes.empty() &&
          (peer.writes.empty() || *peer.writes.begin() > peer.held_notes.front().first)) {
-    Message m;
-    m.type = MsgType::kNote;
-    m.text = std::move(peer.held_notes.front().second);
+    std::string note = std::move(peer.held_notes.front().second);
     peer.held_notes.pop_front();
-    send(peer.ctrl, m);
+    send_note(peer.ctrl, std::move(note));
   }
 }
 
