@@ -131,16 +131,16 @@ Result<std::unique_ptr<Transport>> Transport::start(const TransportOptions& opti
   impl->options = options;
   impl->events = std::move(events);
   impl->my_host = host_id();
-  if (const char* direct = std::getenv("KVDIST_DIRECT_COPY")) {
-    impl->direct_copy = std::string(direct) != "0";
-  }
-  if (!tls_allows_shared_memory()) impl->direct_copy = false;
   if (const char* net = std::getenv("KVDIST_NETWORK_PATH")) {
     if (std::string(net) == "1") impl->network_only = true;
   }
   if (options.network_only) impl->network_only = true;
-  if (impl->network_only) impl->direct_copy = false;
   impl->shm_transports = tls_allows_shared_memory() && !impl->network_only;
+  // Our own copies need what shared memory needs.
+  impl->direct_copy = impl->shm_transports;
+  if (const char* direct = std::getenv("KVDIST_DIRECT_COPY")) {
+    if (std::string(direct) == "0") impl->direct_copy = false;
+  }
   impl->am_writes = !rdma_present();
   if (const char* mode = std::getenv("KVDIST_NETWORK_WRITES")) {
     if (std::string(mode) == "put") impl->am_writes = false;
