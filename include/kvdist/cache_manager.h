@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "kvdist/cache_task.h"
@@ -32,6 +34,19 @@ struct TransferOptions {
   bool exclusive = false;
 };
 
+// Block index pairs (source block, destination block).
+using BlockPairs = std::vector<std::pair<uint64_t, uint64_t>>;
+
+// What copy_cache copies: `size` bytes (-1: the source slice from
+// `offset` on) at byte `offset` of batch src_batch_index of every source
+// tensor, to the same offset of batch dst_batch_index of the destination.
+struct CopySpec {
+  uint32_t dst_batch_index = 0;
+  uint32_t src_batch_index = 0;
+  uint64_t offset = 0;
+  int64_t size = -1;
+};
+
 // Owned by a DataDist. All calls are thread-safe.
 class CacheManager {
  public:
@@ -43,6 +58,43 @@ class CacheManager {
   Result<KvCache> allocate_cache(const CacheDesc& desc);
   // The same for a paged cache: shape[0] is the number of blocks.
   Result<KvCache> allocate_blocks_cache(const CacheDesc& desc);
+  // A PROMPT's cache that DECODERs pull by key: keys[i] names batch i (a
+  // placeholder key, neither req_id nor prefix_id set, skips it). More keys
+  // than batches is kParamInvalid; a key bound already is kFailed (the
+  // original's code). The cache outlives deallocate_cache until each
+  // request key was pulled (a pull with offsets does not count) or removed;
+  // prefix keys stay until removed.
+  Result<KvCache> allocate_cache(const CacheDesc& desc, const std::vector<CacheKey>& keys);
+  // A blocks cache under a blocks key (one per model_id); the key goes
+  // with deallocate_cache.
+  Result<KvCache> allocate_blocks_cache(const CacheDesc& desc, const CacheKey& blocks_key);
+  // Unbinds a request or prefix key; an unknown key is no error (as the
+  // original).
+  Status remove_cache_key(const CacheKey& key);
+
+  // Reads from cluster key.prompt_cluster_id into `dst` (a cache of this
+  // manager): pull_cache when spec.src_blocks is empty, pull_blocks
+  // otherwise. Blocks until every byte is in, or the deadline. The serving
+  // cluster writes into dst's registered memory; it reads only inside the
+  // cache the key names. kNotYetLink, kKvCacheNotExist (dst unknown here,
+  // or the key unknown there), kParamInvalid (sizes, offsets, indices,
+  // tensor counts; nothing written), kLinkBusy (the peer is pushing to
+  // this cluster in an exclusive task), kLinkFailed, kWaitProcessTimeout.
+  // After a timeout the bytes may still land in dst; dst is not released
+  // before they cannot.
+  Status pull_cache(const CacheKey& key, const KvCache& dst, const PullSpec& spec = {});
+
+  // Local copies (memory of this process; checked against the caches).
+  Status copy_cache(const KvCache& dst, const KvCache& src, const CopySpec& spec = {});
+  // Block pairs within one cache; all pairs are checked before any copy.
+  Status copy_blocks(const KvCache& cache, const BlockPairs& pairs);
+  // Between a HOST cache (caller memory, e.g. KvCache from
+  // create_cpu_cache) and a DEVICE cache of this manager, either way;
+  // block sizes and tensor counts must match.
+  Status swap_blocks(const KvCache& src, const KvCache& dst, const BlockPairs& pairs);
+  // A copy of tensor `index` of a cache.
+  Result<std::string> read_tensor(const KvCache& cache, uint32_t index);
+
   // Registers caller-owned memory (num_tensors addresses of tensor_bytes()
   // each) so it can be a source or destination. The caller keeps it alive
   // until deallocate_cache. On UCX 1.13 puts into such memory are emulated

@@ -108,6 +108,59 @@ struct BlockMapping {
   bool empty() const { return src_block_indices.empty() && dst_block_indices.empty(); }
 };
 
+// An id of a CacheKey that is not set (the original's 2**64-1).
+inline constexpr uint64_t kInvalidKeyId = UINT64_MAX;
+
+// How a DECODER names a cache of a PROMPT it pulls from: the original's
+// CacheKey (kRequest), CacheKeyByIdAndIndex (kCacheId) and BlocksCacheKey
+// (kBlocks). A PROMPT binds request and blocks keys to caches when it
+// allocates them (CacheManager::allocate_cache); any live cache can be
+// pulled by id.
+struct CacheKey {
+  enum class Kind : uint8_t { kRequest = 0, kCacheId = 1, kBlocks = 2 };
+  Kind kind = Kind::kRequest;
+  uint64_t prompt_cluster_id = 0;
+  // kRequest: exactly one of req_id and prefix_id is set when pulling; a
+  // key with neither set is a placeholder at allocation (that batch index
+  // gets no key).
+  uint64_t req_id = kInvalidKeyId;
+  uint64_t prefix_id = kInvalidKeyId;
+  uint64_t model_id = 0;     // kRequest, kBlocks
+  int64_t cache_id = -1;     // kCacheId
+  uint32_t batch_index = 0;  // kCacheId: the source batch
+
+  bool is_prefix() const { return prefix_id != kInvalidKeyId; }
+  // A request key that names no batch (allocation placeholder).
+  bool is_placeholder() const {
+    return kind == Kind::kRequest && req_id == kInvalidKeyId && prefix_id == kInvalidKeyId;
+  }
+};
+
+// What pull_cache / pull_blocks read from the PROMPT and where it lands.
+// Every offset and size is in bytes of one tensor's per-batch slice
+// (tensor bytes / shape[0]), the same for every tensor pulled.
+struct PullSpec {
+  // Destination batch (pull_cache; the source batch is the key's).
+  uint32_t batch_index = 0;
+  // Bytes per tensor; -1: the destination slice minus dst_offset.
+  int64_t size = -1;
+  // Offsets inside the source and destination slices. Given (even 0),
+  // a pull does not release its request key (as in the original).
+  std::optional<uint64_t> src_offset;
+  std::optional<uint64_t> dst_offset;
+  // Layers of the source and of the destination; empty: every tensor.
+  // Their tensor counts must be equal.
+  std::optional<LayerRange> src_layers;
+  std::optional<LayerRange> dst_layers;
+  uint32_t tensors_per_layer = 2;
+  // pull_blocks: source block src_blocks[i] lands at destination block
+  // dst_blocks[i]; both caches' blocks must be of one size.
+  std::vector<uint64_t> src_blocks;
+  std::vector<uint64_t> dst_blocks;
+  // Deadline of the whole pull (empty: Options.sync_kv_timeout_ms).
+  std::optional<int32_t> timeout_ms;
+};
+
 // A remote cluster to link to (a DECODER links to a PROMPT's listen address).
 struct ClusterInfo {
   uint64_t remote_cluster_id = 0;

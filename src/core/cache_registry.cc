@@ -204,6 +204,9 @@ Status CacheRegistry::deallocate(int64_t cache_id) {
     for (uint32_t t = 0; t < e.cache.tensor_addrs.size(); ++t)
       by_addr_.remove(addr_key(cache_id, t));
     e.failure = Status(StatusCode::kKvCacheNotExist, "cache was deallocated");
+    if (e.cache.is_blocks) {  // its blocks key goes with it (as the original)
+      e.key_refs -= static_cast<int>(keys_.remove_cache(cache_id));
+    }
     regions = e.regions;
     e.withdrawals_left = regions.size();
     arrivals_cv_.notify_all();
@@ -228,7 +231,7 @@ void CacheRegistry::withdrawn(int64_t cache_id) {
 
 void CacheRegistry::maybe_release_locked(std::map<int64_t, Entry>::iterator it) {
   Entry& e = it->second;
-  if (!e.freeing || e.pins > 0 || e.withdrawals_left > 0) return;
+  if (!e.freeing || e.pins > 0 || e.key_refs > 0 || e.withdrawals_left > 0) return;
   if (e.pool_slot) {
     segments_[e.pool_slot->first].alloc.free(e.pool_slot->second);
   }
@@ -242,6 +245,110 @@ void CacheRegistry::maybe_release_locked(std::map<int64_t, Entry>::iterator it) 
       maybe_release_locked(p);
     }
   }
+}
+
+Status CacheRegistry::bind_keys(int64_t cache_id, const std::vector<CacheKey>& keys) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = caches_.find(cache_id);
+  if (it == caches_.end() || it->second.freeing) {
+    return Status(StatusCode::kKvCacheNotExist,
+                  "cache " + std::to_string(cache_id) + " does not exist in this manager");
+  }
+  Entry& e = it->second;
+  const auto batch = static_cast<uint64_t>(e.cache.desc.shape[0]);
+  if (!e.cache.is_blocks && keys.size() > batch) {
+    return Status(StatusCode::kParamInvalid, std::to_string(keys.size()) +
+                                                 " cache keys for a cache of batch size " +
+                                                 std::to_string(batch));
+  }
+  // All or none: check every key before binding any.
+  std::vector<std::pair<KeyId, uint32_t>> todo;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (keys[i].is_placeholder()) continue;
+    auto id = key_id_of(keys[i]);
+    if (!id) return Status(StatusCode::kParamInvalid, "a cache id key cannot be bound");
+    for (const auto& [other, unused] : todo) {
+      if (!(other < *id) && !(*id < other)) {
+        return Status(StatusCode::kFailed, "cache key (" + id->describe() + ") given twice");
+      }
+    }
+    if (keys_.find(*id) != nullptr) {
+      return Status(StatusCode::kFailed, "cache key (" + id->describe() + ") is bound already");
+    }
+    todo.emplace_back(*id, e.cache.is_blocks ? 0 : static_cast<uint32_t>(i));
+  }
+  for (const auto& [id, batch_index] : todo) {
+    KeyBinding b;
+    b.cache_id = cache_id;
+    b.batch_index = batch_index;
+    if (id.space == KeyId::Space::kRequest) {
+      for (uint32_t t = 0; t < e.cache.desc.num_tensors; ++t) b.unpulled.insert(t);
+    }
+    (void)keys_.bind(id, std::move(b));
+    ++e.key_refs;
+  }
+  return Status();
+}
+
+void CacheRegistry::drop_key_ref_locked(int64_t cache_id) {
+  auto it = caches_.find(cache_id);
+  if (it == caches_.end()) return;
+  --it->second.key_refs;
+  maybe_release_locked(it);
+}
+
+void CacheRegistry::remove_key(const CacheKey& key) {
+  auto id = key_id_of(key);
+  if (!id) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto cache_id = keys_.remove(*id)) drop_key_ref_locked(*cache_id);
+}
+
+size_t CacheRegistry::bound_keys() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return keys_.size();
+}
+
+Result<CacheRegistry::PullSource> CacheRegistry::pin_source(const CacheKey& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  PullSource src;
+  int64_t cache_id = key.cache_id;
+  if (auto id = key_id_of(key)) {
+    const KeyBinding* b = keys_.find(*id);
+    if (b == nullptr) {
+      return Status(StatusCode::kKvCacheNotExist, "no cache is bound to " + id->describe());
+    }
+    cache_id = b->cache_id;
+    src.batch_index = b->batch_index;
+    // Blocks and prefix keys stay until removed (as the original).
+    if (id->space == KeyId::Space::kRequest) src.key = id;
+  } else {
+    src.batch_index = key.batch_index;
+    src.key = keys_.key_at(cache_id, key.batch_index);
+  }
+  auto it = caches_.find(cache_id);
+  // A freed cache is still readable while a key holds it.
+  if (it == caches_.end() || (it->second.freeing && it->second.key_refs == 0)) {
+    return Status(StatusCode::kKvCacheNotExist,
+                  "cache " + std::to_string(cache_id) + " does not exist");
+  }
+  Entry& e = it->second;
+  if (src.batch_index >= static_cast<uint64_t>(e.cache.desc.shape[0])) {
+    return Status(
+        StatusCode::kKvCacheNotExist,
+        "cache " + std::to_string(cache_id) + " has no batch " + std::to_string(src.batch_index));
+  }
+  ++e.pins;
+  src.cache = e.cache;
+  return src;
+}
+
+void CacheRegistry::mark_pulled(const KeyId& key, const std::vector<uint32_t>& tensors) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const KeyBinding* b = keys_.find(key);
+  if (b == nullptr) return;
+  const int64_t cache_id = b->cache_id;
+  if (keys_.mark_pulled(key, tensors)) drop_key_ref_locked(cache_id);
 }
 
 Result<KvCache> CacheRegistry::pin(int64_t cache_id) {

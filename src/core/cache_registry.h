@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/key_directory.h"
 #include "core/notes.h"
 #include "kvdist/status.h"
 #include "kvdist/types.h"
@@ -31,8 +32,30 @@ class CacheRegistry : public std::enable_shared_from_this<CacheRegistry> {
   Result<KvCache> allocate(const CacheDesc& desc, bool is_blocks);
   Result<KvCache> register_user(const CacheDesc& desc, const std::vector<uint64_t>& addrs,
                                 bool is_blocks);
-  // Deferred free (see CacheManager::deallocate_cache).
+  // Deferred free (see CacheManager::deallocate_cache). A cache with
+  // request keys lives on until each was pulled or removed; its blocks key
+  // goes at once.
   Status deallocate(int64_t cache_id);
+
+  // Binds keys to a live cache (see CacheManager::allocate_cache).
+  Status bind_keys(int64_t cache_id, const std::vector<CacheKey>& keys);
+  // Unbinds a request key; unknown keys are no error (as the original).
+  void remove_key(const CacheKey& key);
+  size_t bound_keys() const;
+
+  // The source a pull names, pinned (unpin when done): the cache, the batch
+  // the key names (0 for blocks keys), and the request key to mark pulled
+  // once the pull succeeded, if any.
+  struct PullSource {
+    KvCache cache;
+    uint32_t batch_index = 0;
+    std::optional<KeyId> key;
+  };
+  // kKvCacheNotExist if the key is not bound, or the cache id unknown or
+  // freed, or its batch index out of range.
+  Result<PullSource> pin_source(const CacheKey& key);
+  // A pull of `tensors` (empty: all) through `key` succeeded.
+  void mark_pulled(const KeyId& key, const std::vector<uint32_t>& tensors);
 
   // The registry's own copy of a live cache (kKvCacheNotExist if unknown or
   // being freed). Pinned caches are not released while pinned.
@@ -62,6 +85,7 @@ class CacheRegistry : public std::enable_shared_from_this<CacheRegistry> {
     // memory or regions of its own; pins the parent while it lives.
     std::optional<int64_t> parent;
     int pins = 0;
+    int key_refs = 0;  // keys bound to this cache
     bool freeing = false;
     size_t withdrawals_left = 0;
     // Arrivals.
@@ -74,6 +98,8 @@ class CacheRegistry : public std::enable_shared_from_this<CacheRegistry> {
   KvCache add_entry(Entry entry);
   KvCache add_entry_locked(Entry entry);  // REQUIRES mu_
   void withdrawn(int64_t cache_id);
+  // REQUIRES mu_. A key of cache_id went away.
+  void drop_key_ref_locked(int64_t cache_id);
   // REQUIRES mu_. Releases memory of a freed, unpinned, withdrawn cache.
   void maybe_release_locked(std::map<int64_t, Entry>::iterator it);
   Result<std::pair<size_t, uint64_t>> pool_allocate(uint64_t bytes);
@@ -87,6 +113,7 @@ class CacheRegistry : public std::enable_shared_from_this<CacheRegistry> {
   uint64_t pool_mapped_ = 0;
   int64_t next_id_ = 1;
   std::map<int64_t, Entry> caches_;
+  KeyDirectory keys_;
   mem::RegionTable<int64_t> by_addr_;  // tensor memory of live caches -> id
 };
 

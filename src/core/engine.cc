@@ -1,5 +1,6 @@
 #include "core/engine.h"
 
+#include <algorithm>
 #include <string>
 #include <thread>
 
@@ -12,22 +13,33 @@ namespace {
 
 constexpr size_t kMaxClustersPerCall = 16;
 
-// The registry as the transport's callbacks see it: set once by start(),
-// read by the progress thread, which may already be running then.
-class RegistrySlot {
+// What the transport's callbacks reach: set once by start(), read by the
+// progress thread, which may already be running then.
+struct Receivers {
+  std::shared_ptr<CacheRegistry> registry;
+  std::shared_ptr<PullServer> server;
+  std::shared_ptr<PullClient> client;
+};
+
+class ReceiverSlot {
  public:
-  void set(const std::shared_ptr<CacheRegistry>& r) {
+  void set(const std::shared_ptr<CacheRegistry>& r, const std::shared_ptr<PullServer>& s,
+           const std::shared_ptr<PullClient>& c) {
     std::lock_guard<std::mutex> lock(mu_);
     registry_ = r;
+    server_ = s;
+    client_ = c;
   }
-  std::shared_ptr<CacheRegistry> get() {
+  Receivers get() {
     std::lock_guard<std::mutex> lock(mu_);
-    return registry_.lock();
+    return Receivers{registry_.lock(), server_.lock(), client_.lock()};
   }
 
  private:
   std::mutex mu_;
   std::weak_ptr<CacheRegistry> registry_;
+  std::weak_ptr<PullServer> server_;
+  std::weak_ptr<PullClient> client_;
 };
 
 bool parse_ip_port(const std::string& s, std::string* ip, uint16_t* port) {
@@ -64,29 +76,53 @@ Result<std::unique_ptr<Engine>> Engine::start(Role role, uint64_t cluster_id,
   } else if (role == Role::kPrompt) {
     return Status(StatusCode::kParamInvalid, "a PROMPT needs listen_ip_info (llm.listenIpInfo)");
   }
-  // The registry is created after the transport, but the transport's events
-  // (on its progress thread, which may already run) need it: route them
-  // through a slot filled in below.
-  auto registry_slot = std::make_shared<RegistrySlot>();
+  // The registry and the pull endpoints are created after the transport,
+  // but the transport's events (on its progress thread, which may already
+  // run) need them: route them through a slot filled in below.
+  auto slot = std::make_shared<ReceiverSlot>();
   net::TransportEvents events;
   std::weak_ptr<Inbox> inbox = e->inbox_;
-  events.on_note = [registry_slot, inbox](uint64_t peer, std::string payload) {
+  events.on_note = [slot, inbox](uint64_t peer, std::string payload) {
     Note note;
     if (!decode_note(payload, &note)) return;
-    if (note.kind == Note::Kind::kMessage) {
-      if (auto in = inbox.lock()) in->push(PeerMessage{peer, std::move(note.payload)});
-      return;
+    switch (note.kind) {
+      case Note::Kind::kMessage:
+        if (auto in = inbox.lock()) in->push(PeerMessage{peer, std::move(note.payload)});
+        return;
+      case Note::Kind::kPullRequest: {
+        PullRequest req;
+        Receivers r = slot->get();
+        if (r.server && decode_pull_request(note.payload, &req))
+          r.server->submit(peer, std::move(req));
+        return;
+      }
+      case Note::Kind::kPullReply:
+        if (auto c = slot->get().client) {
+          c->on_reply(peer, note.task_id, note.code, std::move(note.payload));
+        }
+        return;
+      case Note::Kind::kLayer:
+      case Note::Kind::kAbort:
+        if (auto r = slot->get().registry) r->on_note(peer, note);
+        return;
     }
-    if (auto r = registry_slot->get()) r->on_note(peer, note);
   };
-  events.on_peer_down = [registry_slot](uint64_t peer, const Status& why, size_t links_left) {
-    if (auto r = registry_slot->get()) r->on_peer_down(peer, why, links_left > 0);
+  events.on_peer_down = [slot](uint64_t peer, const Status& why, size_t links_left) {
+    Receivers r = slot->get();
+    if (r.registry) r.registry->on_peer_down(peer, why, links_left > 0);
+    if (r.client) r.client->on_peer_down(peer, why);
   };
   auto transport = net::Transport::start(t, std::move(events));
   if (!transport.ok()) return transport.status();
   e->transport_ = std::shared_ptr<net::Transport>(std::move(transport).value());
   e->registry_ = std::make_shared<CacheRegistry>(e->transport_, options.pool_max_bytes);
-  registry_slot->set(e->registry_);
+  Engine* self = e.get();
+  e->pull_server_ = std::make_shared<PullServer>(
+      e->transport_, e->registry_, std::chrono::milliseconds(options.transfer_timeout_ms),
+      [self](uint64_t peer) { return self->pushing_to(peer); });
+  e->pull_server_->start();
+  e->pull_client_ = std::make_shared<PullClient>(e->transport_);
+  slot->set(e->registry_, e->pull_server_, e->pull_client_);
   return e;
 }
 
@@ -103,6 +139,8 @@ void Engine::finalize() {
     threads.swap(threads_);
   }
   inbox_->close();
+  if (pull_client_) pull_client_->stop();
+  if (pull_server_) pull_server_->stop();
   // Stop every task; the transport's shutdown fails what is still in flight.
   for (auto& t : tasks) t->fail_and_stop({}, Status());
   if (transport_) transport_->shutdown();  // absent if start() failed
@@ -173,6 +211,14 @@ Result<CacheTask> Engine::transfer(const KvCache& src_in,
   if (options.exclusive && exclusive_ && !exclusive_->finished()) {
     return Status(StatusCode::kLinkBusy,
                   "a transfer_cache_async task of this manager is still running");
+  }
+  if (options.exclusive) {
+    for (const TransferConfig& c : configs) {
+      if (pull_server_->serving(c.dst_cluster_id)) {
+        return Status(StatusCode::kLinkBusy, "cluster " + std::to_string(c.dst_cluster_id) +
+                                                 " is pulling from this cluster");
+      }
+    }
   }
   auto pinned = registry_->pin(src_in.cache_id);
   if (!pinned.ok()) return pinned.status();
@@ -256,8 +302,52 @@ Result<CacheTask> Engine::transfer(const KvCache& src_in,
   }
   tasks_.push_back(state);
   threads_.emplace_back([job] { job->run(); });
-  if (options.exclusive) exclusive_ = state;
+  if (options.exclusive) {
+    exclusive_ = state;
+    std::lock_guard<std::mutex> busy(busy_mu_);
+    exclusive_task_ = state;
+    exclusive_peers_.clear();
+    for (const TransferConfig& c : configs) exclusive_peers_.push_back(c.dst_cluster_id);
+  }
   return CacheTask(state);
+}
+
+bool Engine::pushing_to(uint64_t peer) {
+  std::lock_guard<std::mutex> lock(busy_mu_);
+  return exclusive_task_ && !exclusive_task_->finished() &&
+         std::find(exclusive_peers_.begin(), exclusive_peers_.end(), peer) !=
+             exclusive_peers_.end();
+}
+
+Status Engine::pull(const CacheKey& key, const KvCache& dst_in, const PullSpec& spec) {
+  const uint64_t peer = key.prompt_cluster_id;
+  auto pinned = registry_->pin(dst_in.cache_id);
+  if (!pinned.ok()) return pinned.status();
+  const KvCache dst = pinned.value();
+  auto unpin = [&] { registry_->unpin(dst.cache_id); };
+  if (dst.tensor_addrs != dst_in.tensor_addrs) {
+    unpin();
+    return Status(StatusCode::kParamInvalid, "kv_cache does not match cache " +
+                                                 std::to_string(dst.cache_id) +
+                                                 " as this manager allocated it");
+  }
+  auto requests = plan_pull_requests(key, dst, spec);
+  if (!requests.ok()) {
+    unpin();
+    return requests.status();
+  }
+  if (!transport_->connected(peer)) {
+    unpin();
+    return Status(StatusCode::kNotYetLink, "cluster " + std::to_string(peer) + " is not linked");
+  }
+  const auto deadline = Clock::now() + std::chrono::milliseconds(
+                                           spec.timeout_ms.value_or(options_.sync_kv_timeout_ms));
+  Status s = pull_client_->pull(peer, std::move(requests).value(), deadline);
+  // dst stays pinned only while the pull is known to run: after a timeout
+  // the serving side's write may still land, and deallocate_cache's
+  // withdrawal waits for it.
+  unpin();
+  return s;
 }
 
 Status Engine::send_message(uint64_t peer, const std::string& payload) {

@@ -11,6 +11,8 @@
 
 #include "core/cache_registry.h"
 #include "core/inbox.h"
+#include "core/pull_client.h"
+#include "core/pull_server.h"
 #include "core/task_state.h"
 #include "kvdist/cache_manager.h"
 #include "kvdist/data_dist.h"
@@ -30,6 +32,9 @@ class Engine {
   net::Transport& transport() { return *transport_; }
   CacheRegistry& registry() { return *registry_; }
   Inbox& inbox() { return *inbox_; }
+
+  // See CacheManager::pull_cache.
+  Status pull(const CacheKey& key, const KvCache& dst, const PullSpec& spec);
 
   Status send_message(uint64_t peer, const std::string& payload);
   std::vector<PeerMessage> receive_messages(size_t max, int32_t timeout_ms);
@@ -51,6 +56,14 @@ class Engine {
   std::shared_ptr<net::Transport> transport_;
   std::shared_ptr<CacheRegistry> registry_;
   std::shared_ptr<Inbox> inbox_ = std::make_shared<Inbox>();
+  std::shared_ptr<PullServer> pull_server_;
+  std::shared_ptr<PullClient> pull_client_;
+
+  // Peers of the running exclusive task (a pull from them is kLinkBusy).
+  std::mutex busy_mu_;
+  std::shared_ptr<TaskState> exclusive_task_;
+  std::vector<uint64_t> exclusive_peers_;
+  bool pushing_to(uint64_t peer);
 
   std::mutex tasks_mu_;
   std::shared_ptr<TaskState> exclusive_;  // the exclusive task holding the manager busy

@@ -1,6 +1,7 @@
 // The notes between two DataDists: what a sender attaches to a transfer for
 // its destination ("layer L of this task is in place at these addresses",
-// "this config failed"), and messages of the layer above (send_message).
+// "this config failed"), messages of the layer above (send_message), and
+// the requests and replies of pulls.
 #ifndef KVDIST_CORE_NOTES_H_
 #define KVDIST_CORE_NOTES_H_
 
@@ -14,7 +15,15 @@
 namespace kvdist::core {
 
 struct Note {
-  enum class Kind : uint8_t { kLayer = 1, kAbort = 2, kMessage = 3 };
+  // kPullRequest: payload is a PullRequest (core/pull_request.h).
+  // kPullReply: task_id is the pull's id, code its outcome, payload why.
+  enum class Kind : uint8_t {
+    kLayer = 1,
+    kAbort = 2,
+    kMessage = 3,
+    kPullRequest = 4,
+    kPullReply = 5
+  };
   Kind kind = Kind::kLayer;
   uint64_t task_id = 0;
   uint32_t layer = 0;                      // source layer (kLayer)

@@ -23,6 +23,15 @@
 //   release <layer>|all                       -> ok
 //   task_wait <timeout_ms>                    -> ok <code> <result|->...
 //   task_message <config>                     -> ok <the config's error message>
+//   keyalloc <keys> <first_req|prefix:N|blocks:M> <num_tensors> <dims..>
+//                                             -> ok <cache_id> <addr>...
+//       (PROMPT) allocate_cache with keys req_id first..first+keys-1 (or one
+//       prefix key N, or allocate_blocks_cache under blocks key of model M)
+//   rmkey <req_id>                            -> ok <code>
+//   pull <dst_cache> <cluster> <key> [opt=value]...   -> ok <code> [why]
+//       key: req:<id> | prefix:<id> | id:<cache>:<batch> | blocks:<model>;
+//       opts: batch= size= soff= doff= src=a:b dst=a:b per=
+//       sb=i,j,.. db=i,j,.. timeout=
 //   stats                                     -> ok <rss_bytes> <open_fds>
 //   quit
 // Errors answer "err <code> <message>". KVDIST_TEST_STDERR=<path> in the
@@ -81,6 +90,43 @@ class Gate : public kvdist::LayerSynchronizer {
   bool all_;
   std::set<uint32_t> open_;
 };
+
+std::vector<uint64_t> parse_list(const std::string& text) {
+  std::vector<uint64_t> out;
+  std::istringstream in(text);
+  std::string a;
+  while (std::getline(in, a, ',')) out.push_back(std::stoull(a));
+  return out;
+}
+
+kvdist::LayerRange parse_range(const std::string& text) {
+  size_t colon = text.find(':');
+  return kvdist::LayerRange{static_cast<uint32_t>(std::stoul(text.substr(0, colon))),
+                            static_cast<uint32_t>(std::stoul(text.substr(colon + 1)))};
+}
+
+// "req:<id>", "prefix:<id>", "id:<cache>:<batch>", "blocks:<model>" of pull.
+kvdist::CacheKey parse_key(const std::string& word, uint64_t cluster) {
+  kvdist::CacheKey k;
+  k.prompt_cluster_id = cluster;
+  size_t colon = word.find(':');
+  std::string kind = word.substr(0, colon);
+  std::string rest = word.substr(colon + 1);
+  if (kind == "req") {
+    k.req_id = std::stoull(rest);
+  } else if (kind == "prefix") {
+    k.prefix_id = std::stoull(rest);
+  } else if (kind == "id") {
+    k.kind = kvdist::CacheKey::Kind::kCacheId;
+    size_t c2 = rest.find(':');
+    k.cache_id = std::stoll(rest.substr(0, c2));
+    k.batch_index = static_cast<uint32_t>(std::stoul(rest.substr(c2 + 1)));
+  } else {
+    k.kind = kvdist::CacheKey::Kind::kBlocks;
+    k.model_id = std::stoull(rest);
+  }
+  return k;
+}
 
 // "<cluster>=<addr>,<addr>,..." of pushn.
 kvdist::TransferConfig parse_destination(const std::string& word) {
@@ -277,6 +323,75 @@ int main() {
       auto msgs = dd->receive_messages(1, timeout);
       reply(msgs.empty() ? "err -1 no message"
                          : "ok " + std::to_string(msgs[0].from_cluster) + " " + msgs[0].payload);
+    } else if (cmd == "keyalloc") {
+      uint32_t nkeys = 0;
+      std::string first;
+      kvdist::CacheDesc d;
+      d.data_type = kvdist::DataType::kUint8;
+      in >> nkeys >> first >> d.num_tensors;
+      int64_t dim = 0;
+      while (in >> dim) d.shape.push_back(dim);
+      std::vector<kvdist::CacheKey> keys;
+      kvdist::Result<kvdist::KvCache> c = kvdist::Status();
+      if (first.rfind("blocks:", 0) == 0) {
+        c = dd->cache_manager()->allocate_blocks_cache(d, parse_key(first, dd->cluster_id()));
+      } else {
+        if (first.rfind("prefix:", 0) == 0) {
+          keys.push_back(parse_key(first, dd->cluster_id()));
+        } else {
+          for (uint32_t i = 0; i < nkeys; ++i) {
+            kvdist::CacheKey k;
+            k.prompt_cluster_id = dd->cluster_id();
+            k.req_id = std::stoull(first) + i;
+            keys.push_back(k);
+          }
+        }
+        c = dd->cache_manager()->allocate_cache(d, keys);
+      }
+      if (!c.ok()) {
+        reply("err " + code_str(c.status().code()) + " " + c.status().message());
+        continue;
+      }
+      std::string out = "ok " + std::to_string(c->cache_id);
+      for (uint64_t a : c->tensor_addrs) out += " " + std::to_string(a);
+      caches[c->cache_id] = c.value();
+      reply(out);
+    } else if (cmd == "rmkey") {
+      kvdist::CacheKey k;
+      k.prompt_cluster_id = dd->cluster_id();
+      in >> k.req_id;
+      reply("ok " + code_str(dd->cache_manager()->remove_cache_key(k).code()));
+    } else if (cmd == "pull") {
+      int64_t id = 0;
+      uint64_t cluster = 0;
+      std::string key;
+      in >> id >> cluster >> key;
+      kvdist::PullSpec spec;
+      std::string opt;
+      while (in >> opt) {
+        size_t eq = opt.find('=');
+        std::string name = opt.substr(0, eq);
+        std::string v = opt.substr(eq + 1);
+        if (name == "batch") spec.batch_index = static_cast<uint32_t>(std::stoul(v));
+        if (name == "size") spec.size = std::stoll(v);
+        if (name == "soff") spec.src_offset = std::stoull(v);
+        if (name == "doff") spec.dst_offset = std::stoull(v);
+        if (name == "src") spec.src_layers = parse_range(v);
+        if (name == "dst") spec.dst_layers = parse_range(v);
+        if (name == "per") spec.tensors_per_layer = static_cast<uint32_t>(std::stoul(v));
+        if (name == "sb") spec.src_blocks = parse_list(v);
+        if (name == "db") spec.dst_blocks = parse_list(v);
+        if (name == "timeout") spec.timeout_ms = std::stoi(v);
+      }
+      auto it = caches.find(id);
+      kvdist::KvCache dst;
+      if (it != caches.end()) {
+        dst = it->second;
+      } else {
+        dst.cache_id = id;  // freed or unknown: the manager says so
+      }
+      kvdist::Status st = dd->cache_manager()->pull_cache(parse_key(key, cluster), dst, spec);
+      reply("ok " + code_str(st.code()) + (st.ok() ? "" : " " + st.message()));
     } else if (cmd == "stats") {
       reply("ok " + std::to_string(kvdist::testing::rss_bytes()) + " " +
             std::to_string(kvdist::testing::open_fds()));

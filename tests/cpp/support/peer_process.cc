@@ -93,9 +93,18 @@ int PeerProcess::wait_exit(int timeout_ms) {
 }
 
 std::string PeerProcess::call(const std::string& command, int timeout_ms) {
-  if (pid_ <= 0) return "";
+  if (!post(command)) return "";
+  return answer(timeout_ms);
+}
+
+bool PeerProcess::post(const std::string& command) {
+  if (pid_ <= 0) return false;
   std::string line = command + "\n";
-  if (write(to_child_, line.data(), line.size()) != static_cast<ssize_t>(line.size())) return "";
+  return write(to_child_, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+}
+
+std::string PeerProcess::answer(int timeout_ms) {
+  if (pid_ <= 0) return "";
   auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
     auto nl = buffer_.find('\n');

@@ -32,6 +32,10 @@ class PeerProcess {
 
   // Sends one command line, returns the answer line ("" on timeout/EOF).
   std::string call(const std::string& command, int timeout_ms = 10000);
+  // call() in two halves, for a command that runs while the test drives
+  // other peers: post() sends it, answer() waits for its line.
+  bool post(const std::string& command);
+  std::string answer(int timeout_ms = 10000);
   // The answer split into words, after checking it starts with "ok".
   std::vector<std::string> ok(const std::string& command, int timeout_ms = 10000);
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bytes_hash.h"
+#include "decoder_peer.h"
 #include "kvdist/kvdist.h"
 #include "peer_process.h"
 #include "proc_stats.h"
@@ -92,41 +93,12 @@ class GatedSynchronizer : public LayerSynchronizer {
 
 using testing::RemoteCache;
 
-class Decoder {
+// A DECODER child linked to this process's PROMPT.
+class Decoder : public testing::DecoderPeer {
  public:
   Decoder(uint64_t cluster, uint16_t prompt_port,
           const std::map<std::string, std::string>& env = {})
-      : proc_(env), cluster_(cluster) {
-    proc_.ok("init decoder " + s(cluster));
-    auto r = proc_.ok("link " + s(kPromptCluster) + " 127.0.0.1 " + s(prompt_port) + " 3000");
-    if (code(r[1]) != StatusCode::kSuccess) throw std::runtime_error("link failed: " + r[1]);
-  }
-  uint64_t cluster() const { return cluster_; }
-  PeerProcess& proc() { return proc_; }
-
-  RemoteCache alloc(bool blocks, uint32_t num_tensors, const std::vector<int64_t>& dims) {
-    std::string cmd = "alloc " + s(blocks ? 1 : 0) + " " + s(num_tensors);
-    for (int64_t d : dims) cmd += " " + s(static_cast<uint64_t>(d));
-    auto r = proc_.ok(cmd);
-    RemoteCache c;
-    c.id = std::stoll(r[1]);
-    for (size_t i = 2; i < r.size(); ++i) c.addrs.push_back(std::stoull(r[i]));
-    return c;
-  }
-  void fill(uint64_t addr, uint64_t len, uint8_t byte) {
-    proc_.ok("fill " + s(addr) + " " + s(len) + " " + s(byte));
-  }
-  uint64_t hash(uint64_t addr, uint64_t len) {
-    return std::stoull(proc_.ok("hash " + s(addr) + " " + s(len))[1]);
-  }
-  StatusCode wait(int64_t cache, uint32_t layer, int timeout_ms) {
-    return code(
-        proc_.ok("wait " + s(cache) + " " + s(layer) + " " + s(timeout_ms), timeout_ms + 5000)[1]);
-  }
-
- private:
-  PeerProcess proc_;
-  uint64_t cluster_;
+      : DecoderPeer(cluster, kPromptCluster, prompt_port, env) {}
 };
 
 uint64_t canary_hash(uint64_t len) {

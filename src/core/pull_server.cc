@@ -1,0 +1,203 @@
+#include "core/pull_server.h"
+
+#include <string>
+#include <utility>
+
+#include "core/notes.h"
+
+namespace kvdist::core {
+namespace {
+
+// Requests waiting to be served; more from a flooding peer are refused.
+constexpr size_t kMaxQueued = 1024;
+
+Status invalid(std::string msg) { return Status(StatusCode::kParamInvalid, std::move(msg)); }
+
+std::string reply_note(uint64_t pull_id, const Status& status) {
+  Note n;
+  n.kind = Note::Kind::kPullReply;
+  n.task_id = pull_id;
+  n.code = status.code();
+  n.payload = status.message().substr(0, 1024);
+  return encode_note(n);
+}
+
+// The writes a request asks for, checked against the source cache: every
+// byte read lies inside a tensor of `src`, in the batch slice the key names
+// (contiguous) or in blocks of the cache (blocks).
+Status plan_pull(const CacheRegistry::PullSource& source, const PullRequest& req,
+                 std::vector<net::WriteOp>* ops) {
+  const KvCache& c = source.cache;
+  const uint32_t num_tensors = c.desc.num_tensors;
+  std::vector<uint32_t> tensors = req.src_tensors;
+  if (tensors.empty()) {
+    for (uint32_t t = 0; t < num_tensors; ++t) tensors.push_back(t);
+  }
+  for (uint32_t t : tensors) {
+    if (t >= num_tensors) {
+      return invalid("source tensor " + std::to_string(t) + " is not below the " +
+                     std::to_string(num_tensors) + " tensors of the source cache");
+    }
+  }
+  if (tensors.size() != req.dst_addrs.size()) {
+    return invalid("the source gives " + std::to_string(tensors.size()) +
+                   " tensors, the destination takes " + std::to_string(req.dst_addrs.size()));
+  }
+  const uint64_t rows = static_cast<uint64_t>(c.desc.shape[0]);
+  const uint64_t stride = c.desc.tensor_bytes() / rows;
+  if (!req.blocks()) {
+    if (req.size == 0 || req.src_offset > stride || req.size > stride - req.src_offset) {
+      return invalid("src_cache_offset " + std::to_string(req.src_offset) + " + size " +
+                     std::to_string(req.size) + " exceeds the source's " + std::to_string(stride) +
+                     " bytes per batch");
+    }
+    for (size_t k = 0; k < tensors.size(); ++k) {
+      ops->push_back({c.tensor_addrs[tensors[k]] + source.batch_index * stride + req.src_offset,
+                      req.dst_addrs[k], req.size, 0});
+    }
+    return Status();
+  }
+  if (req.dst_block_bytes != stride) {
+    return invalid("the destination's blocks are " + std::to_string(req.dst_block_bytes) +
+                   " bytes, the source's " + std::to_string(stride));
+  }
+  const auto& s = req.src_blocks;
+  const auto& d = req.dst_blocks;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] >= rows) {
+      return invalid("prompt_blocks[" + std::to_string(i) + "] = " + std::to_string(s[i]) +
+                     " is not below " + std::to_string(rows) + " blocks");
+    }
+    if (d[i] > (UINT64_MAX - stride) / stride) {
+      return invalid("decoder_blocks[" + std::to_string(i) + "] is out of range");
+    }
+  }
+  for (size_t k = 0; k < tensors.size(); ++k) {
+    const uint64_t src_base = c.tensor_addrs[tensors[k]];
+    for (size_t i = 0; i < s.size();) {
+      size_t run = 1;
+      while (i + run < s.size() && s[i + run] == s[i] + run && d[i + run] == d[i] + run) ++run;
+      ops->push_back({src_base + s[i] * stride, req.dst_addrs[k] + d[i] * stride, run * stride, 0});
+      i += run;
+    }
+  }
+  return Status();
+}
+
+}  // namespace
+
+PullServer::PullServer(std::shared_ptr<net::Transport> transport,
+                       std::shared_ptr<CacheRegistry> registry, std::chrono::milliseconds timeout,
+                       std::function<bool(uint64_t)> pushing)
+    : transport_(std::move(transport)),
+      registry_(std::move(registry)),
+      timeout_(timeout),
+      pushing_(std::move(pushing)) {}
+
+PullServer::~PullServer() { stop(); }
+
+void PullServer::start() {
+  thread_ = std::thread([this] { run(); });
+}
+
+void PullServer::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    queue_.clear();
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void PullServer::submit(uint64_t peer, PullRequest req) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_) return;
+  if (queue_.size() >= kMaxQueued) {
+    transport_->notify(
+        peer, reply_note(req.pull_id, Status(StatusCode::kLinkBusy, "too many pulls are waiting")));
+    return;
+  }
+  queue_.emplace_back(peer, std::move(req));
+  cv_.notify_one();
+}
+
+bool PullServer::serving(uint64_t peer) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = serving_.find(peer);
+  return it != serving_.end() && it->second > 0;
+}
+
+void PullServer::run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (stopping_) return;
+    auto [peer, req] = std::move(queue_.front());
+    queue_.pop_front();
+    lock.unlock();
+    serve(peer, req);
+    lock.lock();
+  }
+}
+
+void PullServer::reply(uint64_t peer, uint64_t pull_id, const Status& status) {
+  transport_->notify(peer, reply_note(pull_id, status));
+}
+
+void PullServer::finished(uint64_t peer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (--serving_[peer] <= 0) serving_.erase(peer);
+}
+
+void PullServer::serve(uint64_t peer, const PullRequest& req) {
+  if (pushing_ && pushing_(peer)) {
+    reply(peer, req.pull_id,
+          Status(StatusCode::kLinkBusy, "a transfer_cache_async task to this cluster is running"));
+    return;
+  }
+  auto source = registry_->pin_source(req.key);
+  if (!source.ok()) {
+    reply(peer, req.pull_id, source.status());
+    return;
+  }
+  const int64_t cache_id = source->cache.cache_id;
+  std::vector<net::WriteOp> ops;
+  Status s = plan_pull(source.value(), req, &ops);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  std::vector<uint64_t> regions;
+  if (s.ok()) {
+    for (const auto& op : ops) ranges.emplace_back(op.remote_addr, op.len);
+    // Every destination range lies in memory the puller exposed.
+    s = transport_->check_remote(peer, ranges, timeout_, &regions);
+  }
+  if (!s.ok()) {
+    registry_->unpin(cache_id);
+    reply(peer, req.pull_id, s);
+    return;
+  }
+  for (size_t i = 0; i < ops.size() && i < regions.size(); ++i) ops[i].region_id = regions[i];
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++serving_[peer];
+  }
+  std::weak_ptr<PullServer> weak = weak_from_this();
+  std::weak_ptr<CacheRegistry> weak_registry = registry_;
+  std::weak_ptr<net::Transport> weak_transport = transport_;
+  std::optional<KeyId> key = req.keep_key ? std::nullopt : source->key;
+  transport_->write(peer, std::move(ops), reply_note(req.pull_id, Status()),
+                    [weak, weak_registry, weak_transport, peer, cache_id, key,
+                     pull_id = req.pull_id, tensors = req.src_tensors](const Status& done) {
+                      if (auto r = weak_registry.lock()) {
+                        r->unpin(cache_id);
+                        if (done.ok() && key) r->mark_pulled(*key, tensors);
+                      }
+                      if (!done.ok()) {
+                        if (auto t = weak_transport.lock())
+                          t->notify(peer, reply_note(pull_id, done));
+                      }
+                      if (auto self = weak.lock()) self->finished(peer);
+                    });
+}
+
+}  // namespace kvdist::core

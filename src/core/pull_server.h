@@ -1,0 +1,68 @@
+// The serving side of pulls: a PROMPT (or any cluster whose caches a peer
+// names) answers kPullRequest notes. Each request is resolved against the
+// registry's keys and caches, checked (never reading outside the source
+// cache's slice or blocks), and answered with one transport write into the
+// puller's registered memory whose note is the kPullReply; a refusal is a
+// kPullReply alone. The source cache is pinned until the write is done; a
+// request key is marked pulled only once every byte landed.
+//
+// Requests are served one after another on a thread of their own: the
+// progress thread that hands them over must not block.
+#ifndef KVDIST_CORE_PULL_SERVER_H_
+#define KVDIST_CORE_PULL_SERVER_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "core/cache_registry.h"
+#include "core/pull_request.h"
+#include "net/transport.h"
+
+namespace kvdist::core {
+
+class PullServer : public std::enable_shared_from_this<PullServer> {
+ public:
+  // pushing(peer): whether an exclusive push to peer runs (then a pull
+  // from it is refused with kLinkBusy, as the original).
+  PullServer(std::shared_ptr<net::Transport> transport, std::shared_ptr<CacheRegistry> registry,
+             std::chrono::milliseconds timeout, std::function<bool(uint64_t)> pushing);
+  ~PullServer();
+
+  void start();
+  // Ends the thread; requests not served yet get no answer (the link is
+  // going down with the engine).
+  void stop();
+  // From the progress thread: queues a request of `peer`.
+  void submit(uint64_t peer, PullRequest req);
+  // Whether a pull of `peer` is being served (a push to it is then busy).
+  bool serving(uint64_t peer) const;
+
+ private:
+  void run();
+  void serve(uint64_t peer, const PullRequest& req);
+  void reply(uint64_t peer, uint64_t pull_id, const Status& status);
+  void finished(uint64_t peer);
+
+  std::shared_ptr<net::Transport> transport_;
+  std::shared_ptr<CacheRegistry> registry_;
+  const std::chrono::milliseconds timeout_;
+  std::function<bool(uint64_t)> pushing_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<uint64_t, PullRequest>> queue_;
+  std::map<uint64_t, int> serving_;  // peer -> pulls whose writes are in flight
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace kvdist::core
+
+#endif  // KVDIST_CORE_PULL_SERVER_H_
