@@ -86,7 +86,11 @@ class DataDist {
   DataDist(const DataDist&) = delete;
   DataDist& operator=(const DataDist&) = delete;
 
-  Role role() const { return role_; }
+  Role role() const;
+  // Changes the role of an initialized DataDist with no link (kExistLink
+  // otherwise): a PROMPT listens on listen_ip_info ("ip:port", required
+  // then), a DECODER or MIX stops listening. Caches stay.
+  Status switch_role(Role role, const std::string& listen_ip_info = "");
   uint64_t cluster_id() const { return cluster_id_; }
 
   // Starts the transport (and the listener of a PROMPT). A second init is a

@@ -2,6 +2,14 @@
 
 from typing import Any, Callable, Optional
 
+from typing_extensions import TypeAlias
+
+# (kind 0 request | 1 cache id | 2 blocks, prompt_cluster_id, req_id,
+#  prefix_id, model_id, cache_id, batch_index)
+KeyTuple: TypeAlias = tuple[int, int, int, int, int, int, int]
+# (cache_id, tensor addresses, num_tensors, shape, dtype, placement)
+CacheTuple: TypeAlias = tuple[int, list[int], int, list[int], int, int]
+
 class KvdistError(RuntimeError):
     code: int
     message: str
@@ -53,7 +61,39 @@ class DataDist:
         batch_dim_index: int,
         seq_len_dim_index: int,
         blocks: bool,
+        keys: list[KeyTuple] = ...,
     ) -> tuple[int, list[int]]: ...
+    def remove_key(self, key: KeyTuple) -> None: ...
+    def switch_role(self, role: int, listen: str = "") -> None: ...
+    def pull(
+        self,
+        key: KeyTuple,
+        dst: CacheTuple,
+        batch_index: int = 0,
+        size: int = -1,
+        src_offset: Optional[int] = None,
+        dst_offset: Optional[int] = None,
+        src_layers: Optional[tuple[int, int]] = None,
+        dst_layers: Optional[tuple[int, int]] = None,
+        tensors_per_layer: int = 2,
+        src_blocks: list[int] = ...,
+        dst_blocks: list[int] = ...,
+        timeout_ms: Optional[int] = None,
+    ) -> None: ...
+    def copy_cache(
+        self,
+        dst: CacheTuple,
+        src: CacheTuple,
+        dst_batch_index: int = 0,
+        src_batch_index: int = 0,
+        offset: int = 0,
+        size: int = -1,
+    ) -> None: ...
+    def copy_blocks(self, cache: CacheTuple, pairs: list[tuple[int, int]]) -> None: ...
+    def swap_blocks(
+        self, src: CacheTuple, dst: CacheTuple, pairs: list[tuple[int, int]]
+    ) -> None: ...
+    def read_tensor(self, cache: CacheTuple, index: int) -> bytes: ...
     def register(
         self,
         num_tensors: int,

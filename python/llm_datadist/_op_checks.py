@@ -1,7 +1,6 @@
-"""Argument checks of the KvCacheManager operations kvdist does not run yet
-(pull, copy, swap, cache tensors): the original's checks in the original's
-order, so a call fails with the same exception and code as there, and only
-a fully valid call gets ``LLM_FEATURE_NOT_ENABLED``."""
+"""Argument checks of the KvCacheManager operations (pull, copy, swap, cache
+tensors): the original's checks in the original's order, so a call fails
+with the same exception and code as there before kvdist runs it."""
 
 from __future__ import annotations
 

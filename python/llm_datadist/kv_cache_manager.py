@@ -7,6 +7,7 @@ native engine (which validates again, with kvdist's own checks) is called.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from llm_datadist import _native
@@ -30,10 +31,11 @@ from llm_datadist.llm_types import (
     KvCache,
     LayerSynchronizer,
     Placement,
+    Tensor,
+    TensorDesc,
     TransferConfig,
 )
 from llm_datadist.status import (
-    LLMException,
     LLMStatusCode,
     raise_if_false,
     raise_if_true,
@@ -42,13 +44,6 @@ from llm_datadist.status import (
 __all__ = ["KvCacheManager"]
 
 _NUM_TENSORS_PER_LAYER = 2
-
-
-def _not_enabled(func_name: str) -> LLMException:
-    return LLMException(
-        f"{func_name} is not supported by kvdist yet.",
-        status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
-    )
 
 
 def _check_block_indices(arg_name: str, arg_value: Any) -> None:
@@ -67,6 +62,7 @@ class KvCacheManager:
         self._native = native_datadist
         self._role = role
         self._initialized = True
+        self._pull_lock = threading.Lock()
 
     def is_initialized(self) -> bool:
         """False once the owning ``LLMDataDist`` was finalised."""
@@ -88,7 +84,9 @@ class KvCacheManager:
 
     # -- allocation --------------------------------------------------------
 
-    def _allocate(self, func_name: str, cache_desc: CacheDesc, blocks: bool) -> KvCache:
+    def _allocate(
+        self, func_name: str, cache_desc: CacheDesc, blocks: bool, keys: list[Any]
+    ) -> KvCache:
         raise_if_false(cache_desc.num_tensors > 0, "num_tensors should be bigger than zero.")
         raise_if_false(
             cache_desc.placement == Placement.DEVICE, "Only support allocate device cache."
@@ -104,6 +102,7 @@ class KvCacheManager:
             cache_desc.batch_dim,
             cache_desc.seq_len_dim_index,
             blocks,
+            [_key_tuple(key) for key in keys],
         )
         cache = KvCache(cache_id, cache_desc, [list(addrs)], self)
         cache._is_blocks = blocks
@@ -114,8 +113,9 @@ class KvCacheManager:
     ) -> KvCache:
         """Allocates a contiguous cache (``Placement.DEVICE``: process memory on CPU hosts).
 
-        ``cache_keys`` (PROMPT only) are accepted for ``pull_cache``, which
-        kvdist does not support yet.
+        ``cache_keys`` (PROMPT only): key i names batch i for DECODERs'
+        ``pull_cache`` (a key with ``req_id=2**64-1`` skips its batch). A
+        freed cache lives on until each key was pulled or removed.
         """
         self._check_is_inited()
         check_isinstance("cache_desc", cache_desc, CacheDesc, allow_none=False)
@@ -125,7 +125,7 @@ class KvCacheManager:
             "cache_keys is only supported by LLMRole.PROMPT, current role is {0}",
             self._role,
         )
-        return self._allocate("[allocate_cache]", cache_desc, blocks=False)
+        return self._allocate("[allocate_cache]", cache_desc, False, list(cache_keys))
 
     def allocate_blocks_cache(
         self, cache_desc: CacheDesc, blocks_cache_key: BlocksCacheKey | None = None
@@ -139,7 +139,8 @@ class KvCacheManager:
             "blocks_cache_key is only supported by LLMRole.PROMPT, current role is {0}",
             self._role,
         )
-        return self._allocate("[allocate_blocks_cache]", cache_desc, blocks=True)
+        keys = [blocks_cache_key] if blocks_cache_key is not None else []
+        return self._allocate("[allocate_blocks_cache]", cache_desc, True, keys)
 
     def deallocate_cache(self, cache: KvCache) -> None:
         """Frees a cache; a no-op if already freed.
@@ -290,18 +291,23 @@ class KvCacheManager:
             keep_alive=(synchronize, layer_synchronizer),
         )
 
-    # -- not supported yet -------------------------------------------------
-    # Each checks its arguments as the original does, in its order (roles
-    # first where it has one); a valid call is LLM_FEATURE_NOT_ENABLED.
-    # A None cache is a TypeError here (the original fails on it with an
-    # AttributeError).
+    # -- pulls and keys (DECODER pulls what a PROMPT keeps under keys) ------
 
     def remove_cache_key(self, cache_key: CacheKey) -> None:
-        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
+        """Unbinds a key (PROMPT only); an unknown key is no error (as the original).
+
+        A cache freed with ``deallocate_cache`` goes back to the pool once
+        none of its keys is left.
+        """
         self._check_is_inited()
         self._check_role("[remove_cache_key]", LLMRole.PROMPT)
         check_isinstance("cache_key", cache_key, CacheKey)
-        raise _not_enabled("remove_cache_key")
+        _native.call(
+            "[remove_cache_key]",
+            f"cache_key = {cache_key}",
+            self._native.remove_key,
+            _key_tuple(cache_key),
+        )
 
     def pull_cache(
         self,
@@ -311,9 +317,20 @@ class KvCacheManager:
         size: int = -1,
         **kwargs: Any,
     ) -> None:
-        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
+        """Reads a PROMPT's cache named by ``cache_key`` into ``kv_cache`` (DECODER only).
+
+        ``batch_index`` is the batch of ``kv_cache`` it lands in; ``size``
+        is bytes per tensor (-1: the batch slice less ``dst_cache_offset``).
+        Keyword arguments as the original: ``src_layer_range``,
+        ``dst_layer_range``, ``src_cache_offset``, ``dst_cache_offset``,
+        ``tensor_num_per_layer``. Returns once every byte is in, or raises
+        (``LLM_WAIT_PROCESS_TIMEOUT`` after ``llm.SyncKvCacheWaitTime``).
+        A request key is used up by a successful pull without offsets.
+        """
         self._check_is_inited()
         tensor_num_per_layer = kwargs.get("tensor_num_per_layer", _NUM_TENSORS_PER_LAYER)
+        src_layer_range = kwargs.get("src_layer_range")
+        dst_layer_range = kwargs.get("dst_layer_range")
         self._check_role("[pull_cache]", LLMRole.DECODER)
         check_isinstance("cache_key", cache_key, [CacheKey, CacheKeyByIdAndIndex])
         check_isinstance("kv_cache", kv_cache, KvCache, allow_none=False)
@@ -325,13 +342,27 @@ class KvCacheManager:
             "[pull_cache] param check failed, size ({0}) is invalid, should be = -1 or > 0",
             size,
         )
-        _ops.offset_or_default("src_cache_offset", kwargs.get("src_cache_offset"))
-        _ops.offset_or_default("dst_cache_offset", kwargs.get("dst_cache_offset"))
+        src_offset = _ops.offset_or_default("src_cache_offset", kwargs.get("src_cache_offset"))
+        dst_offset = _ops.offset_or_default("dst_cache_offset", kwargs.get("dst_cache_offset"))
         if isinstance(cache_key, CacheKey):
             _ops.check_key_ids(cache_key)
         _ops.check_tensor_num_per_layer("pull_cache", tensor_num_per_layer, kv_cache)
-        _ops.check_layer_ranges(kwargs.get("src_layer_range"), kwargs.get("dst_layer_range"))
-        raise _not_enabled("pull_cache")
+        _ops.check_layer_ranges(src_layer_range, dst_layer_range)
+        with self._pull_lock:  # one pull at a time, as the original's host
+            _native.call(
+                "[pull_cache]",
+                f"cache_key = {cache_key}",
+                self._native.pull,
+                _key_tuple(cache_key),
+                _cache_tuple(kv_cache),
+                batch_index=batch_index,
+                size=size,
+                src_offset=None if src_offset < 0 else src_offset,
+                dst_offset=None if dst_offset < 0 else dst_offset,
+                src_layers=_layers(src_layer_range),
+                dst_layers=_layers(dst_layer_range),
+                tensors_per_layer=tensor_num_per_layer,
+            )
 
     def pull_blocks(
         self,
@@ -341,9 +372,15 @@ class KvCacheManager:
         decoder_blocks: list[int],
         **kwargs: Any,
     ) -> None:
-        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
+        """Reads PROMPT blocks ``prompt_blocks[i]`` into ``decoder_blocks[i]`` (DECODER only).
+
+        Both caches' blocks must be of one size. Keyword arguments:
+        ``src_layer_range``, ``dst_layer_range``, ``tensor_num_per_layer``.
+        """
         self._check_is_inited()
         tensor_num_per_layer = kwargs.get("tensor_num_per_layer", _NUM_TENSORS_PER_LAYER)
+        src_layer_range = kwargs.get("src_layer_range")
+        dst_layer_range = kwargs.get("dst_layer_range")
         self._check_role("[pull_blocks]", LLMRole.DECODER)
         check_isinstance("prompt_cache_key", prompt_cache_key, BlocksCacheKey)
         check_isinstance("decoder_kv_cache", decoder_kv_cache, KvCache, allow_none=False)
@@ -357,8 +394,24 @@ class KvCacheManager:
             "Param prompt_blocks and decoder_blocks size should be same.",
         )
         _ops.check_tensor_num_per_layer("pull_blocks", tensor_num_per_layer, decoder_kv_cache)
-        _ops.check_layer_ranges(kwargs.get("src_layer_range"), kwargs.get("dst_layer_range"))
-        raise _not_enabled("pull_blocks")
+        _ops.check_layer_ranges(src_layer_range, dst_layer_range)
+        for name, blocks in (("prompt_blocks", prompt_blocks), ("decoder_blocks", decoder_blocks)):
+            check_list_uint64(name, blocks)
+        with self._pull_lock:
+            _native.call(
+                "[pull_blocks]",
+                f"prompt_cache_key = {prompt_cache_key}",
+                self._native.pull,
+                _key_tuple(prompt_cache_key),
+                _cache_tuple(decoder_kv_cache),
+                src_layers=_layers(src_layer_range),
+                dst_layers=_layers(dst_layer_range),
+                tensors_per_layer=tensor_num_per_layer,
+                src_blocks=list(prompt_blocks),
+                dst_blocks=list(decoder_blocks),
+            )
+
+    # -- local operations ----------------------------------------------------
 
     def copy_cache(
         self,
@@ -370,7 +423,11 @@ class KvCacheManager:
         size: int = -1,
         req_id: int | None = None,
     ) -> None:
-        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
+        """Copies ``size`` bytes (-1: the rest of the slice) at ``offset`` of one
+        batch of every ``src`` tensor to the same offset of a batch of ``dst``.
+
+        ``req_id`` is only logged (as the original).
+        """
         self._check_is_inited()
         check_isinstance("dst", dst, KvCache, allow_none=False)
         raise_if_true(_ops.is_cpu_cache(dst), "Only support device cache")
@@ -386,31 +443,60 @@ class KvCacheManager:
             size,
         )
         check_isinstance("req_id", req_id, int)
-        raise _not_enabled("copy_cache")
+        _native.call(
+            "[copy_cache]",
+            f"dst = {dst.cache_id}, src = {src.cache_id}, req_id = {req_id}",
+            self._native.copy_cache,
+            _cache_tuple(dst),
+            _cache_tuple(src),
+            dst_batch_index,
+            src_batch_index,
+            offset,
+            size,
+        )
 
     def copy_blocks(self, cache: KvCache, copy_block_info: dict[int, list[int]]) -> None:
-        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
+        """Copies block ``src`` to each block of ``copy_block_info[src]``, within ``cache``.
+
+        Every pair is checked before anything is copied.
+        """
         self._check_is_inited()
         check_isinstance("cache", cache, KvCache, allow_none=False)
         check_isinstance("copy_block_info", copy_block_info, dict, allow_none=False)
         check_dict("copy_block_info", copy_block_info, int, list)
         raise_if_true(_ops.is_cpu_cache(cache), "Only support device cache")
+        pairs = []
         for src_block, dst_blocks in copy_block_info.items():
             check_uint64("src_block", src_block)
             for dst_block in dst_blocks:
                 check_uint64("dst_block", dst_block)
-        raise _not_enabled("copy_blocks")
+                pairs.append((src_block, dst_block))
+        _native.call(
+            "[copy_blocks]",
+            f"cache id is:{cache.cache_id}",
+            self._native.copy_blocks,
+            _cache_tuple(cache),
+            pairs,
+        )
 
     def swap_blocks(self, src: KvCache, dst: KvCache, src_to_dst: dict[int, int]) -> None:
-        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
+        """Copies blocks between a HOST cache (``KvCache.create_cpu_cache``) and a
+        DEVICE cache of this manager, either way."""
         self._check_is_inited()
         check_isinstance("src", src, KvCache, allow_none=False)
         check_isinstance("dst", dst, KvCache, allow_none=False)
         _ops.check_swap_caches(src, dst, src_to_dst)
-        raise _not_enabled("swap_blocks")
+        _native.call(
+            "[swap_blocks]",
+            "swap blocks failed",
+            self._native.swap_blocks,
+            _cache_tuple(src),
+            _cache_tuple(dst),
+            list(src_to_dst.items()),
+        )
 
     def get_cache_tensors(self, cache: KvCache, tensor_index: int = 0) -> list[Any]:
-        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``."""
+        """A copy of tensor ``tensor_index`` of ``cache``: one ``Tensor`` (one device)."""
         self._check_is_inited()
         check_isinstance("cache", cache, KvCache, allow_none=False)
         check_int32("tensor_index", tensor_index)
@@ -420,4 +506,51 @@ class KvCacheManager:
             tensor_index,
             cache.cache_desc.num_tensors,
         )
-        raise _not_enabled("get_cache_tensors")
+        raw = _native.call(
+            "[get_cache_tensors]",
+            f"cache_id = {cache.cache_id}, tensor_index = {tensor_index}",
+            self._native.read_tensor,
+            _cache_tuple(cache),
+            tensor_index,
+        )
+        import numpy as np
+
+        from llm_datadist import data_type as dt
+
+        desc = cache.cache_desc
+        array = np.frombuffer(bytearray(raw), dtype=dt.dtype_to_np_dtype[desc.data_type])
+        tensor_desc = TensorDesc(desc.data_type, list(desc.shape))
+        return [Tensor(array.reshape(desc.shape), tensor_desc)]
+
+
+_INVALID_ID = 2**64 - 1
+
+
+def _key_tuple(key: CacheKey | CacheKeyByIdAndIndex | BlocksCacheKey) -> tuple[int, ...]:
+    """The native binding's (kind, cluster, req_id, prefix_id, model_id, cache_id, batch)."""
+    if isinstance(key, CacheKeyByIdAndIndex):
+        return (1, key.cluster_id, _INVALID_ID, _INVALID_ID, 0, key.cache_id, key.batch_index)
+    if isinstance(key, BlocksCacheKey):
+        return (2, key.cluster_id, _INVALID_ID, _INVALID_ID, key.model_id, -1, 0)
+    return (0, key.cluster_id, key.req_id, key.prefix_id, key.model_id, -1, 0)
+
+
+def _cache_tuple(cache: KvCache) -> tuple[Any, ...]:
+    """The native binding's (cache_id, addrs, num_tensors, shape, dtype, placement)."""
+    desc = cache.cache_desc
+    addrs = cache.per_device_tensor_addrs[0] if cache.per_device_tensor_addrs else []
+    return (
+        cache.cache_id,
+        list(addrs),
+        desc.num_tensors,
+        list(desc.shape),
+        desc.data_type.value,
+        int(desc.placement),
+    )
+
+
+def _layers(layers: range | None) -> tuple[int, int] | None:
+    """A layer range as (start, stop); None or empty: every tensor (as the original)."""
+    if layers is None or len(layers) == 0:
+        return None
+    return (layers.start, layers.stop)

@@ -323,25 +323,40 @@ class LLMDataDist:
         handle_llm_status(code, "[check_link_status]", info)
 
     def switch_role(self, role: LLMRole, switch_options: dict[str, str] | None = None) -> None:
-        """Not supported by kvdist yet: ``LLMException(LLM_FEATURE_NOT_ENABLED)``.
+        """Changes the role of this initialised, unlinked instance (as the original).
 
-        The original's argument checks run first (same role, a PROMPT needs
-        ``llm.listenIpInfo``).
+        Needs ``llm.EnableSwitchRole`` = "1" at init (``LLMConfig.enable_switch_role``;
+        ``LLM_FEATURE_NOT_ENABLED`` otherwise) and no link (``LLM_EXIST_LINK``).
+        To PROMPT, ``switch_options["llm.listenIpInfo"]`` is where it listens
+        from now on; to DECODER it stops listening. Caches stay.
         """
         self._check_is_inited()
         check_isinstance("role", role, LLMRole, allow_none=False)
         raise_if_false(self._role != role, f"role not changed, role = {role.name}")
         check_isinstance("switch_options", switch_options, dict)
         options = dict(switch_options) if switch_options is not None else {}
+        listen = ""
         if role == LLMRole.PROMPT:
             raise_if_false(
                 "llm.listenIpInfo" in options,
                 'Failed to switch to Prompt, option "llm.listenIpInfo" must be specified',
             )
-        raise LLMException(
-            "[switch_role] failed, switch_role is not supported by kvdist yet",
+            listen = str(options["llm.listenIpInfo"])
+        raise_if_false(
+            self._engine_options.get("llm.EnableSwitchRole") == "1",
+            "[switch_role] failed, llm.EnableSwitchRole was not set to 1 at init",
             status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
         )
+        _native.call(
+            "[switch_role]",
+            f"role = {role.name}, switch_options = {options}",
+            self._native.switch_role,
+            int(role),
+            listen,
+        )
+        self._role = role
+        if self._kv_cache_manager is not None:
+            self._kv_cache_manager._switch_role(role)
 
     # -- CacheManager mode only ----------------------------------------------
 

@@ -24,6 +24,15 @@ void DataDist::finalize() {
   engine_.reset();
 }
 
+Role DataDist::role() const { return engine_ ? engine_->role() : role_; }
+
+Status DataDist::switch_role(Role role, const std::string& listen_ip_info) {
+  if (!engine_) return Status(StatusCode::kEngineFinalized, "not initialized");
+  Status s = engine_->switch_role(role, listen_ip_info);
+  if (s.ok()) role_ = role;
+  return s;
+}
+
 uint16_t DataDist::listen_port() const { return engine_ ? engine_->listen_port() : 0; }
 
 LinkResult DataDist::link_clusters(const std::vector<ClusterInfo>& clusters, int32_t timeout_ms) {

@@ -196,7 +196,7 @@ Result<CacheTask> Engine::transfer(const KvCache& src_in,
                                    std::shared_ptr<LayerSynchronizer> synchronizer,
                                    std::vector<TransferConfig> configs, const BlockMapping& blocks,
                                    const TransferOptions& options) {
-  if (role_ != Role::kPrompt) {
+  if (role_.load() != Role::kPrompt) {
     return Status(StatusCode::kParamInvalid,
                   "transfer_cache_async is not supported by a DECODER (only a PROMPT pushes)");
   }
@@ -317,6 +317,25 @@ bool Engine::pushing_to(uint64_t peer) {
   return exclusive_task_ && !exclusive_task_->finished() &&
          std::find(exclusive_peers_.begin(), exclusive_peers_.end(), peer) !=
              exclusive_peers_.end();
+}
+
+Status Engine::switch_role(Role role, const std::string& listen_ip_info) {
+  if (!transport_->peers().empty()) {
+    return Status(StatusCode::kExistLink, "switch_role needs every link unlinked first");
+  }
+  std::string ip;
+  uint16_t port = 0;
+  if (role == Role::kPrompt && !parse_ip_port(listen_ip_info, &ip, &port)) {
+    return Status(StatusCode::kParamInvalid,
+                  "a PROMPT needs llm.listenIpInfo as ip:port, got '" + listen_ip_info + "'");
+  }
+  transport_->stop_listening();
+  if (role == Role::kPrompt) {
+    Status s = transport_->listen(ip, port);
+    if (!s.ok()) return s;
+  }
+  role_ = role;
+  return Status();
 }
 
 Status Engine::pull(const CacheKey& key, const KvCache& dst_in, const PullSpec& spec) {

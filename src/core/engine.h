@@ -27,7 +27,9 @@ class Engine {
   ~Engine();  // finalize()
   void finalize();
 
-  Role role() const { return role_; }
+  Role role() const { return role_.load(); }
+  // See DataDist::switch_role.
+  Status switch_role(Role role, const std::string& listen_ip_info);
   uint16_t listen_port() const { return transport_->listen_port(); }
   net::Transport& transport() { return *transport_; }
   CacheRegistry& registry() { return *registry_; }
@@ -50,7 +52,7 @@ class Engine {
   Engine(Role role, uint64_t cluster_id, const Options& options)
       : role_(role), cluster_id_(cluster_id), options_(options) {}
 
-  Role role_;
+  std::atomic<Role> role_;
   uint64_t cluster_id_;
   Options options_;
   std::shared_ptr<net::Transport> transport_;

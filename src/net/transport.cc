@@ -190,34 +190,63 @@ Result<std::unique_ptr<Transport>> Transport::start(const TransportOptions& opti
   ucp_worker_release_address(w, attr.address);
 
   if (options.listen) {
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(options.listen_port);
-    if (inet_pton(AF_INET, options.listen_ip.c_str(), &addr.sin_addr) != 1) {
-      return Status(StatusCode::kParamInvalid,
-                    "listen address '" + options.listen_ip + "' is not an IPv4 address");
-    }
-    ucp_listener_params_t lp{};
-    lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
-    lp.sockaddr.addr = reinterpret_cast<const sockaddr*>(&addr);
-    lp.sockaddr.addrlen = sizeof(addr);
-    lp.conn_handler.cb = Impl::on_conn_request;
-    lp.conn_handler.arg = self;
-    s = ucp_listener_create(w, &lp, &self->listener);
-    if (s != UCS_OK) {
-      return ucx_status(
-          StatusCode::kFailed,
-          "cannot listen on " + options.listen_ip + ":" + std::to_string(options.listen_port), s);
-    }
-    ucp_listener_attr_t la{};
-    la.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
-    s = ucp_listener_query(self->listener, &la);
-    if (s == UCS_OK) {
-      self->port = ntohs(reinterpret_cast<const sockaddr_in*>(&la.sockaddr)->sin_port);
-    }
+    Status listening = self->start_listener(options.listen_ip, options.listen_port);
+    if (!listening.ok()) return listening;
   }
   self->worker->start([self] { self->tick(); }, kTick);
   return std::unique_ptr<Transport>(new Transport(std::move(impl)));
+}
+
+Status Transport::Impl::start_listener(const std::string& ip, uint16_t want_port) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(want_port);
+  if (inet_pton(AF_INET, ip.c_str(), &addr.sin_addr) != 1) {
+    return Status(StatusCode::kParamInvalid, "listen address '" + ip + "' is not an IPv4 address");
+  }
+  ucp_listener_params_t lp{};
+  lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
+  lp.sockaddr.addr = reinterpret_cast<const sockaddr*>(&addr);
+  lp.sockaddr.addrlen = sizeof(addr);
+  lp.conn_handler.cb = Impl::on_conn_request;
+  lp.conn_handler.arg = this;
+  ucs_status_t s = ucp_listener_create(worker->worker(), &lp, &listener);
+  if (s != UCS_OK) {
+    listener = nullptr;
+    return ucx_status(StatusCode::kFailed,
+                      "cannot listen on " + ip + ":" + std::to_string(want_port), s);
+  }
+  ucp_listener_attr_t la{};
+  la.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
+  s = ucp_listener_query(listener, &la);
+  if (s == UCS_OK) port = ntohs(reinterpret_cast<const sockaddr_in*>(&la.sockaddr)->sin_port);
+  return Status();
+}
+
+Status Transport::listen(const std::string& ip, uint16_t port) {
+  Impl* self = impl_.get();
+  Status result;
+  Status ran = self->worker->run_sync(
+      [self, &result, ip, port] {
+        if (self->listener != nullptr) {
+          result = Status(StatusCode::kFailed, "already listening");
+          return;
+        }
+        result = self->start_listener(ip, port);
+      },
+      kSyncTimeout);
+  return ran.ok() ? result : ran;
+}
+
+void Transport::stop_listening() {
+  Impl* self = impl_.get();
+  (void)self->worker->run_sync(
+      [self] {
+        if (self->listener != nullptr) ucp_listener_destroy(self->listener);
+        self->listener = nullptr;
+        self->port = 0;
+      },
+      kSyncTimeout);
 }
 
 void Transport::shutdown() {

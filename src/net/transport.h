@@ -92,6 +92,10 @@ class Transport {
   // memory, stops the progress thread. Idempotent.
   void shutdown();
   uint16_t listen_port() const;
+  // Starts (or stops) accepting links on ip:port after start (switch_role).
+  // kFailed if it cannot listen there or listens already.
+  Status listen(const std::string& ip, uint16_t port);
+  void stop_listening();
   // Copy lanes in use (the option, or the environment's override).
   unsigned copy_lanes() const;
 

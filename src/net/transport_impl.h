@@ -10,6 +10,7 @@
 
 #include <ucp/api/ucp.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -167,7 +168,7 @@ struct Transport::Impl {
   TransportEvents events;
   std::unique_ptr<UcxWorker> worker;
   ucp_listener_h listener = nullptr;
-  uint16_t port = 0;
+  std::atomic<uint16_t> port{0};
   std::string worker_address;
   std::string my_host;
   // The shared secret links must prove (empty: none).
@@ -336,6 +337,9 @@ struct Transport::Impl {
 
   // ---- transport.cc: deadlines ----
   void tick();
+  // Creates the listener on ip:port (port 0: any); sets `port`. On the
+  // progress thread, or before it started.
+  Status start_listener(const std::string& ip, uint16_t port);
 };
 
 }  // namespace kvdist::net

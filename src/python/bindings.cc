@@ -118,6 +118,41 @@ using Cluster = std::tuple<uint64_t, std::string, uint16_t>;
 using ConfigTuple = std::tuple<uint64_t, std::vector<uint64_t>, std::optional<uint32_t>,
                                std::optional<uint32_t>, uint32_t>;
 
+// (kind, prompt_cluster_id, req_id, prefix_id, model_id, cache_id, batch_index).
+using KeyTuple = std::tuple<int, uint64_t, uint64_t, uint64_t, uint64_t, int64_t, uint32_t>;
+using Range = std::tuple<uint32_t, uint32_t>;
+using Pairs = std::vector<std::pair<uint64_t, uint64_t>>;
+// (cache_id, tensor addresses, num_tensors, shape, dtype, placement): a cache
+// as the caller knows it (cache_id -1 for caller memory of swap_blocks).
+using CacheTuple =
+    std::tuple<int64_t, std::vector<uint64_t>, uint32_t, std::vector<int64_t>, int, int>;
+
+kvdist::CacheKey to_key(const KeyTuple& t) {
+  kvdist::CacheKey k;
+  k.kind = static_cast<kvdist::CacheKey::Kind>(std::get<0>(t));
+  k.prompt_cluster_id = std::get<1>(t);
+  k.req_id = std::get<2>(t);
+  k.prefix_id = std::get<3>(t);
+  k.model_id = std::get<4>(t);
+  k.cache_id = std::get<5>(t);
+  k.batch_index = std::get<6>(t);
+  return k;
+}
+
+kvdist::KvCache to_cache(const CacheTuple& t) {
+  const auto& [id, addrs, num_tensors, shape, dtype, placement] = t;
+  kvdist::KvCache c;
+  c.cache_id = id;
+  c.tensor_addrs = addrs;
+  c.desc = make_desc(num_tensors, shape, dtype, placement, 0, -1);
+  return c;
+}
+
+std::optional<kvdist::LayerRange> to_range(const std::optional<Range>& r) {
+  if (!r) return std::nullopt;
+  return kvdist::LayerRange{std::get<0>(*r), std::get<1>(*r)};
+}
+
 std::vector<kvdist::ClusterInfo> to_clusters(const std::vector<Cluster>& in) {
   std::vector<kvdist::ClusterInfo> out;
   for (const auto& [id, ip, port] : in) out.push_back(kvdist::ClusterInfo{id, ip, port});
@@ -192,12 +227,20 @@ class PyDataDist {
   std::tuple<int64_t, std::vector<uint64_t>> allocate(uint32_t num_tensors,
                                                       const std::vector<int64_t>& shape, int dtype,
                                                       int placement, int batch_dim, int seq_dim,
-                                                      bool blocks) {
+                                                      bool blocks,
+                                                      const std::vector<KeyTuple>& keys) {
     auto d = make_desc(num_tensors, shape, dtype, placement, batch_dim, seq_dim);
+    std::vector<kvdist::CacheKey> k;
+    for (const KeyTuple& t : keys) k.push_back(to_key(t));
     kvdist::Result<kvdist::KvCache> c = Status(StatusCode::kFailed, "not run");
     {
       py::gil_scoped_release nogil;
-      c = blocks ? manager()->allocate_blocks_cache(d) : manager()->allocate_cache(d);
+      if (blocks) {
+        c = k.empty() ? manager()->allocate_blocks_cache(d)
+                      : manager()->allocate_blocks_cache(d, k.front());
+      } else {
+        c = manager()->allocate_cache(d, k);
+      }
     }
     if (!c.ok()) raise_status(c.status());
     return {c->cache_id, c->tensor_addrs};
@@ -222,6 +265,85 @@ class PyDataDist {
       s = manager()->deallocate_cache(cache_id);
     }
     check(s);
+  }
+
+  void switch_role(int role, const std::string& listen) {
+    Status s;
+    {
+      py::gil_scoped_release nogil;
+      s = dd_->switch_role(static_cast<kvdist::Role>(role), listen);
+    }
+    check(s);
+  }
+
+  void remove_key(const KeyTuple& key) { check(manager()->remove_cache_key(to_key(key))); }
+
+  void pull(const KeyTuple& key, const CacheTuple& dst, uint32_t batch_index, int64_t size,
+            std::optional<uint64_t> src_offset, std::optional<uint64_t> dst_offset,
+            std::optional<Range> src_layers, std::optional<Range> dst_layers,
+            uint32_t tensors_per_layer, const std::vector<uint64_t>& src_blocks,
+            const std::vector<uint64_t>& dst_blocks, std::optional<int32_t> timeout_ms) {
+    kvdist::PullSpec spec;
+    spec.batch_index = batch_index;
+    spec.size = size;
+    spec.src_offset = src_offset;
+    spec.dst_offset = dst_offset;
+    spec.src_layers = to_range(src_layers);
+    spec.dst_layers = to_range(dst_layers);
+    spec.tensors_per_layer = tensors_per_layer;
+    spec.src_blocks = src_blocks;
+    spec.dst_blocks = dst_blocks;
+    spec.timeout_ms = timeout_ms;
+    const kvdist::KvCache c = to_cache(dst);
+    const kvdist::CacheKey k = to_key(key);
+    Status s;
+    {
+      py::gil_scoped_release nogil;
+      s = manager()->pull_cache(k, c, spec);
+    }
+    check(s);
+  }
+
+  void copy_cache(const CacheTuple& dst, const CacheTuple& src, uint32_t dst_batch,
+                  uint32_t src_batch, uint64_t offset, int64_t size) {
+    kvdist::CopySpec spec{dst_batch, src_batch, offset, size};
+    const kvdist::KvCache d = to_cache(dst);
+    const kvdist::KvCache c = to_cache(src);
+    Status s;
+    {
+      py::gil_scoped_release nogil;
+      s = manager()->copy_cache(d, c, spec);
+    }
+    check(s);
+  }
+  void copy_blocks(const CacheTuple& cache, const Pairs& pairs) {
+    const kvdist::KvCache c = to_cache(cache);
+    Status s;
+    {
+      py::gil_scoped_release nogil;
+      s = manager()->copy_blocks(c, pairs);
+    }
+    check(s);
+  }
+  void swap_blocks(const CacheTuple& src, const CacheTuple& dst, const Pairs& pairs) {
+    const kvdist::KvCache a = to_cache(src);
+    const kvdist::KvCache b = to_cache(dst);
+    Status s;
+    {
+      py::gil_scoped_release nogil;
+      s = manager()->swap_blocks(a, b, pairs);
+    }
+    check(s);
+  }
+  py::bytes read_tensor(const CacheTuple& cache, uint32_t index) {
+    const kvdist::KvCache c = to_cache(cache);
+    kvdist::Result<std::string> r = Status(StatusCode::kFailed, "not run");
+    {
+      py::gil_scoped_release nogil;
+      r = manager()->read_tensor(c, index);
+    }
+    if (!r.ok()) raise_status(r.status());
+    return py::bytes(r.value());
   }
 
   kvdist::CacheTask transfer(int64_t cache_id, uint32_t num_tensors,
@@ -424,7 +546,23 @@ PYBIND11_MODULE(_kvdist, m) {
       .def("linked", &PyDataDist::linked)
       .def("allocate", &PyDataDist::allocate, py::arg("num_tensors"), py::arg("shape"),
            py::arg("dtype"), py::arg("placement"), py::arg("batch_dim_index"),
-           py::arg("seq_len_dim_index"), py::arg("blocks"))
+           py::arg("seq_len_dim_index"), py::arg("blocks"),
+           py::arg("keys") = std::vector<KeyTuple>())
+      .def("remove_key", &PyDataDist::remove_key, py::arg("key"))
+      .def("switch_role", &PyDataDist::switch_role, py::arg("role"), py::arg("listen") = "")
+      .def("pull", &PyDataDist::pull, py::arg("key"), py::arg("dst"), py::arg("batch_index") = 0,
+           py::arg("size") = -1, py::arg("src_offset") = py::none(),
+           py::arg("dst_offset") = py::none(), py::arg("src_layers") = py::none(),
+           py::arg("dst_layers") = py::none(), py::arg("tensors_per_layer") = 2,
+           py::arg("src_blocks") = std::vector<uint64_t>(),
+           py::arg("dst_blocks") = std::vector<uint64_t>(), py::arg("timeout_ms") = py::none())
+      .def("copy_cache", &PyDataDist::copy_cache, py::arg("dst"), py::arg("src"),
+           py::arg("dst_batch_index") = 0, py::arg("src_batch_index") = 0, py::arg("offset") = 0,
+           py::arg("size") = -1)
+      .def("copy_blocks", &PyDataDist::copy_blocks, py::arg("cache"), py::arg("pairs"))
+      .def("swap_blocks", &PyDataDist::swap_blocks, py::arg("src"), py::arg("dst"),
+           py::arg("pairs"))
+      .def("read_tensor", &PyDataDist::read_tensor, py::arg("cache"), py::arg("index"))
       .def("register", &PyDataDist::register_cache, py::arg("num_tensors"), py::arg("shape"),
            py::arg("dtype"), py::arg("addrs"), py::arg("blocks"), py::arg("tensors_per_layer") = 2)
       .def("deallocate", &PyDataDist::deallocate, py::arg("cache_id"))

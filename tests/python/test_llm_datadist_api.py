@@ -498,14 +498,33 @@ class FakeTask:
 
 
 class FakeNative:
-    """Records ``transfer`` calls."""
+    """Records ``transfer`` calls, and the names of the other native calls
+    (the validation table checks which calls reach kvdist's engine; the
+    engine itself runs in test_llm_datadist_pull.py)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        self.names: list[str] = []
 
     def transfer(self, *args: Any, **kwargs: Any) -> FakeTask:
         self.calls.append((args, kwargs))
         return FakeTask([0] * len(args[7]))
+
+    def read_tensor(self, cache: tuple[Any, ...], index: int) -> bytes:
+        self.names.append("read_tensor")
+        size = 2  # the table's caches are DT_FLOAT16
+        for dim in cache[3]:
+            size *= dim
+        return bytes(size)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def record(*args: Any, **kwargs: Any) -> None:
+            self.names.append(name)
+
+        return record
 
 
 class Sync(LayerSynchronizer):
@@ -770,12 +789,12 @@ def _host_cache(num_tensors: int = 8) -> KvCache:
     return KvCache.create_cpu_cache(desc, [0x20000 + 0x100 * i for i in range(num_tensors)])
 
 
-# The operations kvdist does not run yet: valid calls raise
-# LLM_FEATURE_NOT_ENABLED; invalid ones fail as in the original, in its
-# order. Each case: (method, role, args, kwargs, exception, status code).
+# The KvCacheManager operations beyond the push: invalid calls fail as in
+# the original, in its order, before kvdist is called; valid ones reach
+# kvdist's native call named in the last field. Each case: (method, role,
+# args, kwargs, exception or None, status code or native call).
 P, D = LLMRole.PROMPT, LLMRole.DECODER
-NOT_ENABLED = LLMStatusCode.LLM_FEATURE_NOT_ENABLED
-OP_CASES: list[tuple[str, LLMRole, tuple[Any, ...], dict[str, Any], type[Exception], Any]] = [
+OP_CASES: list[tuple[str, LLMRole, tuple[Any, ...], dict[str, Any], Any, Any]] = [
     # pull_cache: the role before anything else
     ("pull_cache", P, (None, None), {}, LLMException, PARAM_INVALID),
     ("pull_cache", D, (CacheKey(1, 2), "c"), {}, TypeError, None),
@@ -803,15 +822,8 @@ OP_CASES: list[tuple[str, LLMRole, tuple[Any, ...], dict[str, Any], type[Excepti
         PARAM_INVALID,
     ),
     ("pull_cache", D, (CacheKey(1, 2), "cache"), {"dst_layer_range": [0, 1]}, TypeError, None),
-    ("pull_cache", D, (CacheKey(1, 2), "cache"), {}, LLMException, NOT_ENABLED),
-    (
-        "pull_cache",
-        D,
-        (llm_datadist.CacheKeyByIdAndIndex(1, 5), "cache", 0, 64),
-        {},
-        LLMException,
-        NOT_ENABLED,
-    ),
+    ("pull_cache", D, (CacheKey(1, 2), "cache"), {}, None, "pull"),
+    ("pull_cache", D, (llm_datadist.CacheKeyByIdAndIndex(1, 5), "cache", 0, 64), {}, None, "pull"),
     # pull_blocks
     ("pull_blocks", P, (None, None, [], []), {}, LLMException, PARAM_INVALID),
     ("pull_blocks", D, (CacheKey(1, 2), "cache", [0], [0]), {}, TypeError, None),
@@ -820,35 +832,35 @@ OP_CASES: list[tuple[str, LLMRole, tuple[Any, ...], dict[str, Any], type[Excepti
     ("pull_blocks", D, ("bkey", "cache", [], []), {}, LLMException, PARAM_INVALID),
     ("pull_blocks", D, ("bkey", "cache", [0, 1], [0]), {}, LLMException, PARAM_INVALID),
     ("pull_blocks", D, ("bkey", "cache", [0], [0]), {"tensor_num_per_layer": -1}, ValueError, None),
-    ("pull_blocks", D, ("bkey", "cache", [0], [0]), {}, LLMException, NOT_ENABLED),
+    ("pull_blocks", D, ("bkey", "cache", [0], [0]), {}, None, "pull"),
     # copy_cache (no role)
     ("copy_cache", P, ("host", "cache"), {}, LLMException, PARAM_INVALID),
     ("copy_cache", D, ("cache", "host"), {}, LLMException, PARAM_INVALID),
     ("copy_cache", P, ("cache", "cache", -1), {}, ValueError, None),
     ("copy_cache", P, ("cache", "cache", 0, 0, 0, 0), {}, LLMException, PARAM_INVALID),
     ("copy_cache", P, ("cache", "cache", 0, 0, 0, -1, "r"), {}, TypeError, None),
-    ("copy_cache", P, ("cache", "cache"), {}, LLMException, NOT_ENABLED),
+    ("copy_cache", P, ("cache", "cache"), {}, None, "copy_cache"),
     # copy_blocks
     ("copy_blocks", P, ("cache", {0: 1}), {}, TypeError, None),
     ("copy_blocks", P, ("host", {0: [1]}), {}, LLMException, PARAM_INVALID),
     ("copy_blocks", P, ("cache", {0: [-1]}), {}, ValueError, None),
-    ("copy_blocks", D, ("cache", {0: [1, 2]}), {}, LLMException, NOT_ENABLED),
+    ("copy_blocks", D, ("cache", {0: [1, 2]}), {}, None, "copy_blocks"),
     # swap_blocks: block size, tensor count, indices, then direction
     ("swap_blocks", P, ("cache", "cache8x2", {0: 1}), {}, LLMException, PARAM_INVALID),
     ("swap_blocks", P, ("cache", "cache4", {0: 1}), {}, LLMException, PARAM_INVALID),
     ("swap_blocks", P, ("cache", "host", {4: 0}), {}, LLMException, PARAM_INVALID),
     ("swap_blocks", P, ("cache", "cache", {0: 1}), {}, LLMException, PARAM_INVALID),
-    ("swap_blocks", P, ("host", "cache", {0: 1}), {}, LLMException, NOT_ENABLED),
-    ("swap_blocks", P, ("cache", "host", {3: 0}), {}, LLMException, NOT_ENABLED),
+    ("swap_blocks", P, ("host", "cache", {0: 1}), {}, None, "swap_blocks"),
+    ("swap_blocks", P, ("cache", "host", {3: 0}), {}, None, "swap_blocks"),
     # remove_cache_key: role first
     ("remove_cache_key", D, (None,), {}, LLMException, PARAM_INVALID),
     ("remove_cache_key", P, ("bkey",), {}, TypeError, None),
-    ("remove_cache_key", P, (CacheKey(1, 2),), {}, LLMException, NOT_ENABLED),
+    ("remove_cache_key", P, (CacheKey(1, 2),), {}, None, "remove_key"),
     # get_cache_tensors
     ("get_cache_tensors", P, ("cache", -1), {}, LLMException, PARAM_INVALID),
     ("get_cache_tensors", P, ("cache", 8), {}, LLMException, PARAM_INVALID),
     ("get_cache_tensors", P, ("cache", 2**31), {}, ValueError, None),
-    ("get_cache_tensors", P, ("cache", 7), {}, LLMException, NOT_ENABLED),
+    ("get_cache_tensors", P, ("cache", 7), {}, None, "read_tensor"),
 ]
 
 
@@ -871,15 +883,20 @@ def _op_arg(value: Any) -> Any:
     OP_CASES,
     ids=[f"{c[0]}-{i}" for i, c in enumerate(OP_CASES)],
 )
-def test_operations_not_yet_run_check_as_the_original(
-    method: str, role: LLMRole, args: tuple, kwargs: dict, error: type, code: Any
+def test_operations_check_as_the_original(
+    method: str, role: LLMRole, args: tuple, kwargs: dict, error: Any, code: Any
 ) -> None:
     manager, native = _manager(role)
+    call_args = [_op_arg(a) for a in args]
+    if error is None:
+        getattr(manager, method)(*call_args, **kwargs)
+        assert native.names == [code]
+        return
     with pytest.raises(error) as info:
-        getattr(manager, method)(*[_op_arg(a) for a in args], **kwargs)
+        getattr(manager, method)(*call_args, **kwargs)
     if code is not None:
         assert info.value.status_code is code, str(info.value)  # type: ignore[attr-defined]
-    assert native.calls == []
+    assert native.calls == [] and native.names == []
 
 
 # ---- CacheTask over a fake task ---------------------------------------------

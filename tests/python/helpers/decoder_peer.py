@@ -2,8 +2,9 @@
 
 argv[1]: JSON spec (see ``llm_helpers.DecoderPeer``). Prints one JSON line
 with its caches' addresses and the link result, then answers JSON commands
-read from stdin: ``dump``, ``clear``, ``verify``, ``check_link``,
-``quit`` (``"unlink": true`` unlinks before finalising).
+read from stdin: ``dump``, ``clear``, ``verify``, ``check_link``, ``pull``
+(``pull_cache`` / ``pull_blocks`` into one of its caches), ``quit``
+(``"unlink": true`` unlinks before finalising).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import Any
 from llm_helpers import pattern
 
 from llm_datadist import (
+    BlocksCacheKey,
     CacheDesc,
+    CacheKey,
+    CacheKeyByIdAndIndex,
     DataType,
     LLMClusterInfo,
     LLMConfig,
@@ -41,6 +45,39 @@ def _clusters(prompts: list[list[Any]]) -> list[LLMClusterInfo]:
         info.append_remote_ip_info(ip, port)
         clusters.append(info)
     return clusters
+
+
+def _key(spec: list[Any]) -> Any:
+    """["req", cluster, req_id] | ["prefix", cluster, prefix_id] |
+    ["id", cluster, cache_id, batch] | ["blocks", cluster, model_id]."""
+    kind, cluster = spec[0], spec[1]
+    if kind == "req":
+        return CacheKey(cluster, spec[2])
+    if kind == "prefix":
+        return CacheKey(cluster, 2**64 - 1, 0, spec[2])
+    if kind == "id":
+        return CacheKeyByIdAndIndex(cluster, spec[2], spec[3])
+    return BlocksCacheKey(cluster, spec[2])
+
+
+def _pull(manager: Any, caches: list[Any], command: dict[str, Any]) -> dict[str, Any]:
+    """pull_cache (or pull_blocks with "blocks": [prompt_blocks, decoder_blocks])."""
+    kwargs = dict(command.get("kwargs", {}))
+    for name in ("src_layer_range", "dst_layer_range"):
+        if name in kwargs:
+            kwargs[name] = range(*kwargs[name])
+    cache = caches[command["cache"]]
+    try:
+        if "blocks" in command:
+            prompt_blocks, decoder_blocks = command["blocks"]
+            manager.pull_blocks(
+                _key(command["key"]), cache, prompt_blocks, decoder_blocks, **kwargs
+            )
+        else:
+            manager.pull_cache(_key(command["key"]), cache, *command.get("args", []), **kwargs)
+    except LLMException as exc:
+        return {"error": int(exc.status_code), "message": str(exc)}
+    return {"ok": True}
 
 
 def main() -> int:
@@ -107,6 +144,8 @@ def main() -> int:
                 if ctypes.string_at(addrs[dst_t] + dst_off, length) != want:
                     bad.append(dst_t)
             _say({"ok": not bad, "mismatches": bad})
+        elif cmd == "pull":
+            _say(_pull(manager, caches, command))
         elif cmd == "check_link":
             try:
                 datadist.check_link_status(command["cluster"])
