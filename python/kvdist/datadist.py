@@ -220,10 +220,19 @@ class DataDist:
         dtype: Any = "float16",
         *,
         blocks: bool = False,
+        keys: Sequence[int] = (),
     ) -> Cache:
-        """A cache in memory kvdist allocates (the fastest path)."""
+        """A cache in memory kvdist allocates (the fastest path).
+
+        ``keys`` (contiguous caches): request ids a peer may :meth:`pull`
+        batch ``i`` by, ``keys[i]``; each is used up by its first pull, and a
+        freed cache lives until its keys are.
+        """
         dt = data_type_of(dtype)
-        cache_id, addrs = self._native.allocate(num_tensors, list(shape), int(dt), 1, 0, -1, blocks)
+        key_tuples = [(0, self.cluster_id, int(k), _NO_KEY, 0, -1, 0) for k in keys]
+        cache_id, addrs = self._native.allocate(
+            num_tensors, list(shape), int(dt), 1, 0, -1, blocks, key_tuples
+        )
         return Cache(cache_id, tuple(shape), dt, list(addrs), blocks, self)
 
     def register(
@@ -294,6 +303,51 @@ class DataDist:
         )
         return Task(native, len(configs))
 
+    def pull(
+        self,
+        cluster_id: int,
+        into: Cache,
+        *,
+        cache_id: Optional[int] = None,
+        req_id: Optional[int] = None,
+        batch_index: int = 0,
+        src_batch_index: int = 0,
+        layers: Optional[range] = None,
+        dst_layers: Optional[range] = None,
+        src_blocks: Optional[Sequence[int]] = None,
+        dst_blocks: Optional[Sequence[int]] = None,
+        timeout_ms: Optional[int] = None,
+    ) -> None:
+        """Reads a cache of linked cluster ``cluster_id`` into ``into``; returns
+        once every byte is in.
+
+        Name the source by ``cache_id`` (with ``src_batch_index``) or by a
+        ``req_id`` it was allocated under. Contiguous: one batch slice of
+        every tensor (or of the tensors of ``layers``, landing in
+        ``dst_layers``) into batch ``batch_index``. Blocks: source block
+        ``src_blocks[i]`` into ``dst_blocks[i]``, blocks of one size.
+        Raises KvdistError: KV_CACHE_NOT_EXIST, PARAM_INVALID (nothing
+        written), NOT_YET_LINK, LINK_FAILED, WAIT_PROCESS_TIMEOUT (after
+        ``timeout_ms``, default ``sync_timeout_ms``).
+        """
+        if (cache_id is None) == (req_id is None):
+            raise ValueError("give exactly one of cache_id and req_id")
+        if cache_id is not None:
+            key = (1, cluster_id, _NO_KEY, _NO_KEY, 0, int(cache_id), src_batch_index)
+        else:
+            key = (0, cluster_id, int(req_id or 0), _NO_KEY, 0, -1, 0)
+        self._native.pull(
+            key,
+            (into.cache_id, into.addrs, into.num_tensors, list(into.shape), int(into.dtype), 1),
+            batch_index=batch_index,
+            src_layers=None if layers is None else (layers.start, layers.stop),
+            dst_layers=None if dst_layers is None else (dst_layers.start, dst_layers.stop),
+            tensors_per_layer=into.tensors_per_layer,
+            src_blocks=list(src_blocks or []),
+            dst_blocks=list(dst_blocks or []),
+            timeout_ms=timeout_ms,
+        )
+
     def wait_layer(self, cache: Cache, layer: int, timeout_ms: int) -> None:
         """Receiving side: returns once ``layer`` of ``cache`` has landed;
         raises KvdistError (TIMEOUT, or the sender's error) otherwise."""
@@ -322,6 +376,9 @@ class DataDist:
     @property
     def pool_bytes_in_use(self) -> int:
         return int(self._native.pool_bytes_in_use())
+
+
+_NO_KEY = 2**64 - 1
 
 
 def _error(code: int, what: str) -> KvdistError:

@@ -313,6 +313,7 @@ Result<CacheRegistry::PullSource> CacheRegistry::pin_source(const CacheKey& key)
   std::lock_guard<std::mutex> lock(mu_);
   PullSource src;
   int64_t cache_id = key.cache_id;
+  bool via_key = true;  // named through a key that holds the cache
   if (auto id = key_id_of(key)) {
     const KeyBinding* b = keys_.find(*id);
     if (b == nullptr) {
@@ -325,10 +326,12 @@ Result<CacheRegistry::PullSource> CacheRegistry::pin_source(const CacheKey& key)
   } else {
     src.batch_index = key.batch_index;
     src.key = keys_.key_at(cache_id, key.batch_index);
+    via_key = src.key.has_value();
   }
   auto it = caches_.find(cache_id);
-  // A freed cache is still readable while a key holds it.
-  if (it == caches_.end() || (it->second.freeing && it->second.key_refs == 0)) {
+  // A freed cache is still readable through the keys that hold it (by id
+  // only at a batch that has one), not otherwise.
+  if (it == caches_.end() || (it->second.freeing && !via_key)) {
     return Status(StatusCode::kKvCacheNotExist,
                   "cache " + std::to_string(cache_id) + " does not exist");
   }

@@ -91,6 +91,38 @@ def test_push_numpy_views_arrive_byte_for_byte(prompt: kvdist.DataDist) -> None:
         peer.close()
 
 
+def test_pull_by_cache_id_and_by_request_key(prompt: kvdist.DataDist) -> None:
+    src = prompt.allocate(4, (2, 8, 64), "float16", keys=[70, 71])
+    fill(src, 5)
+    peer = Peer(prompt.port, 2, 4, (1, 8, 64), "float16")
+    try:
+        assert peer.ask("pull", {"req_id": 71}) == ("ok", 0)
+        for i in range(4):
+            assert np.array_equal(peer.read(i)[0], src.tensor(i)[1]), i
+        # The key is used up; by id, batch 0's layer 1 into layer 0.
+        assert peer.ask("pull", {"req_id": 71}) == ("err", kvdist.StatusCode.KV_CACHE_NOT_EXIST)
+        pulled = peer.ask(
+            "pull", {"cache_id": src.cache_id, "layers": range(1, 2), "dst_layers": range(0, 1)}
+        )
+        assert pulled == ("ok", 0)
+        assert np.array_equal(peer.read(0)[0], src.tensor(2)[0])
+        assert np.array_equal(peer.read(1)[0], src.tensor(3)[0])
+        assert peer.ask("pull", {"cache_id": src.cache_id, "src_batch_index": 2}) == (
+            "err",
+            kvdist.StatusCode.KV_CACHE_NOT_EXIST,
+        )
+        # Freed: key 70 (batch 0) still holds it; batch 1 has no key left.
+        src_id = src.cache_id
+        src.free()
+        assert peer.ask("pull", {"cache_id": src_id, "src_batch_index": 1}) == (
+            "err",
+            kvdist.StatusCode.KV_CACHE_NOT_EXIST,
+        )
+        assert peer.ask("pull", {"req_id": 70}) == ("ok", 0)
+    finally:
+        peer.close()
+
+
 def test_registered_numpy_and_buffer_sources(prompt: kvdist.DataDist) -> None:
     arrays = [np.full((4, 256), i + 1, dtype=np.float32) for i in range(4)]
     src = prompt.register(arrays)

@@ -50,5 +50,11 @@ def decoder_main(
                 conn.send(("ok", 0))
             elif cmd[0] == "receive":
                 conn.send(("ok", dd.receive(16, cmd[1])))
+            elif cmd[0] == "pull":
+                try:
+                    dd.pull(1, cache, **cmd[1])
+                    conn.send(("ok", 0))
+                except kvdist.KvdistError as e:
+                    conn.send(("err", e.code))
             elif cmd[0] == "read":
                 conn.send(("ok", cache.tensor(cmd[1]).copy()))
