@@ -53,8 +53,9 @@ class CacheManager {
   explicit CacheManager(core::Engine* engine) : engine_(engine) {}
 
   // Allocates num_tensors tensors from memory registered with the transport
-  // once (zero-copy puts). Placement must be kDevice. kDeviceOutOfMemory when
-  // the pool limit is reached.
+  // once (zero-copy puts). On a CPU host kDevice and kHost caches are both
+  // process memory from one pool (the placement is recorded: swap_blocks
+  // reads it). kDeviceOutOfMemory when the pool limit is reached.
   Result<KvCache> allocate_cache(const CacheDesc& desc);
   // The same for a paged cache: shape[0] is the number of blocks.
   Result<KvCache> allocate_blocks_cache(const CacheDesc& desc);
@@ -68,6 +69,9 @@ class CacheManager {
   // A blocks cache under a blocks key (one per model_id); the key goes
   // with deallocate_cache.
   Result<KvCache> allocate_blocks_cache(const CacheDesc& desc, const CacheKey& blocks_key);
+  // Binds keys to a cache of this manager as allocate_cache does (for
+  // caches from register_cache).
+  Status bind_cache_keys(int64_t cache_id, const std::vector<CacheKey>& keys);
   // Unbinds a request or prefix key; an unknown key is no error (as the
   // original).
   Status remove_cache_key(const CacheKey& key);
@@ -83,6 +87,16 @@ class CacheManager {
   // After a timeout the bytes may still land in dst; dst is not released
   // before they cannot.
   Status pull_cache(const CacheKey& key, const KvCache& dst, const PullSpec& spec = {});
+
+  // Writes `src` (a cache of this manager) into the cache of cluster
+  // key.prompt_cluster_id that `key` names (kCacheId: that cache's batch;
+  // kBlocks: its blocks key), asking the peer where it lies first. Blocks
+  // until every byte is in, or the deadline (kTimeout). Layers: spec's
+  // ranges (empty: all); contiguous batches, or blocks, must be of one size
+  // on both sides. The destination ranges are checked against the memory
+  // the peer registered, as every write. kNotYetLink, kKvCacheNotExist,
+  // kParamInvalid (nothing written).
+  Status push_cache(const KvCache& src, const CacheKey& key, const PushSpec& spec = {});
 
   // Local copies (memory of this process; checked against the caches).
   Status copy_cache(const KvCache& dst, const KvCache& src, const CopySpec& spec = {});

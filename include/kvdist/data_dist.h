@@ -88,8 +88,9 @@ class DataDist {
 
   Role role() const;
   // Changes the role of an initialized DataDist with no link (kExistLink
-  // otherwise): a PROMPT listens on listen_ip_info ("ip:port", required
-  // then), a DECODER or MIX stops listening. Caches stay.
+  // otherwise). It listens on listen_ip_info ("ip:port"; required for a
+  // PROMPT) from now on, or stops listening where that is empty. Caches
+  // stay.
   Status switch_role(Role role, const std::string& listen_ip_info = "");
   uint64_t cluster_id() const { return cluster_id_; }
 

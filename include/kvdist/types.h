@@ -84,30 +84,6 @@ struct LayerRange {
   bool contains(uint32_t layer) const { return layer >= start && layer < stop; }
 };
 
-// One destination of a transfer_cache_async call.
-// dst_addrs holds 2 addresses per transferred layer: K then V of the k-th
-// transferred layer at dst_addrs[2k] and dst_addrs[2k+1]. The addresses are
-// the destination process's own, inside memory it registered.
-struct TransferConfig {
-  uint64_t dst_cluster_id = 0;
-  std::vector<uint64_t> dst_addrs;
-  std::optional<LayerRange> src_layer_range;  // empty: all layers of the source
-  uint32_t src_batch_index = 0;
-};
-
-// Paged (PA) transfers: source block src_block_indices[i] lands at
-// dst + dst_block_indices[i] * dst_block_memory_size for each tensor.
-// dst_block_memory_size 0 or empty means "the source block size"; larger is
-// allowed (one source block is written at each destination block's start),
-// smaller is kParamInvalid.
-struct BlockMapping {
-  std::vector<uint64_t> src_block_indices;
-  std::vector<uint64_t> dst_block_indices;
-  std::optional<uint64_t> dst_block_memory_size;
-
-  bool empty() const { return src_block_indices.empty() && dst_block_indices.empty(); }
-};
-
 // An id of a CacheKey that is not set (the original's 2**64-1).
 inline constexpr uint64_t kInvalidKeyId = UINT64_MAX;
 
@@ -136,6 +112,37 @@ struct CacheKey {
   }
 };
 
+// One destination of a transfer_cache_async call.
+// dst_addrs holds 2 addresses per transferred layer: K then V of the k-th
+// transferred layer at dst_addrs[2k] and dst_addrs[2k+1]. The addresses are
+// the destination process's own, inside memory it registered.
+struct TransferConfig {
+  uint64_t dst_cluster_id = 0;
+  std::vector<uint64_t> dst_addrs;
+  std::optional<LayerRange> src_layer_range;  // empty: all layers of the source
+  uint32_t src_batch_index = 0;
+  // Addressed by key instead (the original's TransferWithCacheKeyConfig):
+  // the cache of cluster dst_key->prompt_cluster_id that a kCacheId or
+  // kBlocks key names; transfer_cache_async asks that cluster where it lies
+  // and fills dst_cluster_id and dst_addrs. dst_layer_range: its layers
+  // (empty: all), as many as the source's.
+  std::optional<CacheKey> dst_key;
+  std::optional<LayerRange> dst_layer_range;
+};
+
+// Paged (PA) transfers: source block src_block_indices[i] lands at
+// dst + dst_block_indices[i] * dst_block_memory_size for each tensor.
+// dst_block_memory_size 0 or empty means "the source block size"; larger is
+// allowed (one source block is written at each destination block's start),
+// smaller is kParamInvalid.
+struct BlockMapping {
+  std::vector<uint64_t> src_block_indices;
+  std::vector<uint64_t> dst_block_indices;
+  std::optional<uint64_t> dst_block_memory_size;
+
+  bool empty() const { return src_block_indices.empty() && dst_block_indices.empty(); }
+};
+
 // What pull_cache / pull_blocks read from the PROMPT and where it lands.
 // Every offset and size is in bytes of one tensor's per-batch slice
 // (tensor bytes / shape[0]), the same for every tensor pulled.
@@ -158,6 +165,24 @@ struct PullSpec {
   std::vector<uint64_t> src_blocks;
   std::vector<uint64_t> dst_blocks;
   // Deadline of the whole pull (empty: Options.sync_kv_timeout_ms).
+  std::optional<int32_t> timeout_ms;
+  // Leave request keys in place (CacheManager mode's reads by id).
+  bool keep_keys = false;
+};
+
+// What push_cache / push_blocks write into a peer's cache named by key
+// (a kCacheId or kBlocks key; the peer says where that cache lies).
+struct PushSpec {
+  uint32_t src_batch_index = 0;
+  // Source and destination layers, of one length (empty: every layer).
+  std::optional<LayerRange> src_layers;
+  std::optional<LayerRange> dst_layers;
+  uint32_t tensors_per_layer = 2;
+  // push_blocks: source block src_blocks[i] into destination block
+  // dst_blocks[i]; blocks of one size on both sides.
+  std::vector<uint64_t> src_blocks;
+  std::vector<uint64_t> dst_blocks;
+  // Deadline of the whole push (empty: Options.sync_kv_timeout_ms).
   std::optional<int32_t> timeout_ms;
 };
 

@@ -64,6 +64,7 @@ class DataDist:
         keys: list[KeyTuple] = ...,
     ) -> tuple[int, list[int]]: ...
     def remove_key(self, key: KeyTuple) -> None: ...
+    def bind_keys(self, cache_id: int, keys: list[KeyTuple]) -> None: ...
     def switch_role(self, role: int, listen: str = "") -> None: ...
     def pull(
         self,
@@ -73,6 +74,19 @@ class DataDist:
         size: int = -1,
         src_offset: Optional[int] = None,
         dst_offset: Optional[int] = None,
+        src_layers: Optional[tuple[int, int]] = None,
+        dst_layers: Optional[tuple[int, int]] = None,
+        tensors_per_layer: int = 2,
+        src_blocks: list[int] = ...,
+        dst_blocks: list[int] = ...,
+        timeout_ms: Optional[int] = None,
+        keep_keys: bool = False,
+    ) -> None: ...
+    def push(
+        self,
+        src: CacheTuple,
+        key: KeyTuple,
+        src_batch_index: int = 0,
         src_layers: Optional[tuple[int, int]] = None,
         dst_layers: Optional[tuple[int, int]] = None,
         tensors_per_layer: int = 2,
@@ -121,6 +135,7 @@ class DataDist:
         unbounded: bool = False,
         exclusive: bool = False,
         tensors_per_layer: int = 2,
+        dst_keys: list[Optional[tuple[KeyTuple, Optional[tuple[int, int]]]]] = ...,
     ) -> Task: ...
     def wait_layer(self, cache_id: int, layer: int, timeout_ms: int) -> int: ...
     def reset_arrivals(self, cache_id: int) -> int: ...

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from llm_datadist import _native
 from llm_datadist._checks import check_int32, check_isinstance, check_uint64
+from llm_datadist.cache_manager import CacheManager, parse_mem_pool_config
 from llm_datadist.configs import LLMClusterInfo, LLMRole, int_ip_to_str
 from llm_datadist.kv_cache_manager import KvCacheManager
 from llm_datadist.llm_types import RegisterMemStatus
@@ -25,6 +26,7 @@ __all__ = ["LLMDataDist"]
 _log = logging.getLogger("llm_datadist")
 
 _ROLE_NAMES = {LLMRole.PROMPT: "Prompt", LLMRole.DECODER: "Decoder", LLMRole.MIX: "Mix"}
+_NATIVE_MIX = 3  # kvdist::Role::kMix: pushes, pulls and serves both
 
 
 def _log_failures(call: str, clusters: Any, codes: list[int], why: list[str]) -> None:
@@ -76,6 +78,7 @@ class LLMDataDist:
         self._is_initialized = False
         self._engine_options: dict[str, str] = {}
         self._enable_cache_mgr = False
+        self._cache_manager: CacheManager | None = None
 
     # -- life cycle --------------------------------------------------------
 
@@ -122,6 +125,12 @@ class LLMDataDist:
                 "llm.listenIpInfo" in opts,
                 "llm.TransferBackend is not supported when llm.listenIpInfo is not configured.",
             )
+            raise_if_false(
+                opts["llm.TransferBackend"] == "hixl",
+                'llm.TransferBackend "{0}" is unknown (the original knows "hixl"; kvdist '
+                "moves the bytes either way)",
+                opts["llm.TransferBackend"],
+            )
         if "llm.listenIpInfo" not in opts and "llm.ClusterInfo" in opts:
             # Derive the listen address from a ClusterInfo JSON (ips as ints).
             try:
@@ -150,15 +159,14 @@ class LLMDataDist:
         check_isinstance("options", options, dict, allow_none=False)
         self._check_flow_graph_max_size(options)
         self._setup_engine_options(options)
+        native_role = int(self._role)
         if self._enable_cache_mgr:
-            raise LLMException(
-                "CacheManager mode (llm.EnableCacheManager / llm.LocalCommRes) is not "
-                "supported by kvdist yet",
-                status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
-            )
-        self._check_devices_and_listen_addresses()
+            self._setup_cache_manager_mode()
+            native_role = _NATIVE_MIX  # either side links, pulls and pushes
+        else:
+            self._check_devices_and_listen_addresses()
         kvdist = _native.load()
-        native = kvdist.DataDist(int(self._role), self._cluster_id)
+        native = kvdist.DataDist(native_role, self._cluster_id)
         _native.call(
             "[LLMDataDist.init]",
             f"Failed to initialize llm datadist, options = {options}",
@@ -166,9 +174,34 @@ class LLMDataDist:
             self._engine_options,
         )
         self._native = native
-        self._kv_cache_manager = KvCacheManager(native, self._role)
+        if self._enable_cache_mgr:
+            self._cache_manager = CacheManager(native, self._engine_options)
+        else:
+            self._kv_cache_manager = KvCacheManager(native, self._role)
         LLMDataDist.llm_engine_instance = self
         self._is_initialized = True
+
+    def _setup_cache_manager_mode(self) -> None:
+        """As the original's CacheManager mode: llm.listenIpInfo optional
+        (ip:port: this side accepts links), the device id defaults to 0, and
+        the memory pools (llm.MemPoolConfig, llm.HostMemPoolConfig) bound
+        what allocate_cache may take (one kvdist pool of their sum)."""
+        opts = self._engine_options
+        opts.setdefault("ge.exec.deviceId", "0")
+        if "llm.listenIpInfo" in opts:
+            parts = opts["llm.listenIpInfo"].split(":")
+            raise_if_false(
+                len(parts) == 2,
+                'llm.listenIpInfo "{0}" is invalid, format should be "ip:port"',
+                opts["llm.listenIpInfo"],
+            )
+            int(parts[1])  # as the original: ValueError for a port that is no number
+        pool = 0
+        for key in ("llm.MemPoolConfig", "llm.HostMemPoolConfig"):
+            if opts.get(key):
+                pool += parse_mem_pool_config(key, opts[key])
+        if pool:
+            opts["ge.flowGraphMemMaxSize"] = str(pool)
 
     def _check_devices_and_listen_addresses(self) -> None:
         """As the original: without llm.ClusterInfo, a PROMPT gives one
@@ -214,6 +247,8 @@ class LLMDataDist:
         finally:
             if self._kv_cache_manager is not None:
                 self._kv_cache_manager._initialized = False
+            if self._cache_manager is not None:
+                self._cache_manager._initialized = False
             self._is_initialized = False
             if LLMDataDist.llm_engine_instance is self:
                 LLMDataDist.llm_engine_instance = None
@@ -252,14 +287,12 @@ class LLMDataDist:
         return self._kv_cache_manager
 
     @property
-    def cache_manager(self) -> Any:
-        """CacheManager mode only: ``LLMException(LLM_PARAM_INVALID)`` in KvCacheManager mode."""
+    def cache_manager(self) -> CacheManager:
+        """The ``CacheManager`` (CacheManager mode; ``LLM_PARAM_INVALID`` otherwise)."""
         self._check_is_inited()
         self._check_is_cache_mgr_mode("cache_manager")
-        raise LLMException(
-            "CacheManager mode is not supported by kvdist yet",
-            status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
-        )
+        assert self._cache_manager is not None
+        return self._cache_manager
 
     # -- links -------------------------------------------------------------
 
@@ -281,6 +314,13 @@ class LLMDataDist:
         """
         self._check_is_inited()
         self._check_link_args(clusters, timeout)
+        if self._enable_cache_mgr and not self._engine_options.get("llm.LocalCommRes"):
+            for cluster in clusters:
+                raise_if_false(
+                    len(cluster.local_ip_info_list) > 0,
+                    "local_ip_info of cluster {0} is required when llm.LocalCommRes is not set",
+                    cluster.remote_cluster_id,
+                )
         native_clusters = [_native_cluster(cluster) for cluster in clusters]
         ret, rets, why = _native.call(
             "[link_clusters]", "", self._native.link, native_clusters, timeout
@@ -332,6 +372,9 @@ class LLMDataDist:
         """
         self._check_is_inited()
         check_isinstance("role", role, LLMRole, allow_none=False)
+        if self._enable_cache_mgr:
+            self._switch_role_cache_manager_mode(role, switch_options)
+            return
         raise_if_false(self._role != role, f"role not changed, role = {role.name}")
         check_isinstance("switch_options", switch_options, dict)
         options = dict(switch_options) if switch_options is not None else {}
@@ -357,6 +400,30 @@ class LLMDataDist:
         self._role = role
         if self._kv_cache_manager is not None:
             self._kv_cache_manager._switch_role(role)
+
+    def _switch_role_cache_manager_mode(
+        self, role: LLMRole, switch_options: dict[str, str] | None
+    ) -> None:
+        """As the original's CacheManager mode: no link allowed; with
+        ``llm.listenIpInfo`` it listens there from now on, without it it
+        stops listening; the role itself is bookkeeping."""
+        check_isinstance("switch_options", switch_options, dict)
+        options = dict(switch_options) if switch_options is not None else {}
+        listen = str(options.get("llm.listenIpInfo", ""))
+        if listen:
+            raise_if_false(
+                len(listen.split(":")) == 2,
+                'llm.listenIpInfo "{0}" is invalid, format should be "ip:port"',
+                listen,
+            )
+        _native.call(
+            "[switch_role]",
+            f"role = {role.name}, switch_options = {options}",
+            self._native.switch_role,
+            _NATIVE_MIX,
+            listen,
+        )
+        self._role = role
 
     # -- CacheManager mode only ----------------------------------------------
 

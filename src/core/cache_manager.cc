@@ -6,9 +6,6 @@
 namespace kvdist {
 
 Result<KvCache> CacheManager::allocate(const CacheDesc& desc, bool is_blocks) {
-  if (desc.placement != Placement::kDevice) {
-    return Status(StatusCode::kParamInvalid, "Only support allocate device cache");
-  }
   return engine_->registry().allocate(desc, is_blocks);
 }
 
@@ -47,6 +44,10 @@ Result<KvCache> CacheManager::allocate_blocks_cache(const CacheDesc& desc,
   return cache;
 }
 
+Status CacheManager::bind_cache_keys(int64_t cache_id, const std::vector<CacheKey>& keys) {
+  return engine_->registry().bind_keys(cache_id, keys);
+}
+
 Status CacheManager::remove_cache_key(const CacheKey& key) {
   engine_->registry().remove_key(key);
   return Status();
@@ -54,6 +55,10 @@ Status CacheManager::remove_cache_key(const CacheKey& key) {
 
 Status CacheManager::pull_cache(const CacheKey& key, const KvCache& dst, const PullSpec& spec) {
   return engine_->pull(key, dst, spec);
+}
+
+Status CacheManager::push_cache(const KvCache& src, const CacheKey& key, const PushSpec& spec) {
+  return engine_->push(src, key, spec);
 }
 
 Status CacheManager::copy_cache(const KvCache& dst, const KvCache& src, const CopySpec& spec) {

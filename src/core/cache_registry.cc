@@ -309,9 +309,7 @@ size_t CacheRegistry::bound_keys() const {
   return keys_.size();
 }
 
-Result<CacheRegistry::PullSource> CacheRegistry::pin_source(const CacheKey& key) {
-  std::lock_guard<std::mutex> lock(mu_);
-  PullSource src;
+Status CacheRegistry::find_source_locked(const CacheKey& key, PullSource* src, Entry** entry) {
   int64_t cache_id = key.cache_id;
   bool via_key = true;  // named through a key that holds the cache
   if (auto id = key_id_of(key)) {
@@ -320,13 +318,13 @@ Result<CacheRegistry::PullSource> CacheRegistry::pin_source(const CacheKey& key)
       return Status(StatusCode::kKvCacheNotExist, "no cache is bound to " + id->describe());
     }
     cache_id = b->cache_id;
-    src.batch_index = b->batch_index;
+    src->batch_index = b->batch_index;
     // Blocks and prefix keys stay until removed (as the original).
-    if (id->space == KeyId::Space::kRequest) src.key = id;
+    if (id->space == KeyId::Space::kRequest) src->key = id;
   } else {
-    src.batch_index = key.batch_index;
-    src.key = keys_.key_at(cache_id, key.batch_index);
-    via_key = src.key.has_value();
+    src->batch_index = key.batch_index;
+    src->key = keys_.key_at(cache_id, key.batch_index);
+    via_key = src->key.has_value();
   }
   auto it = caches_.find(cache_id);
   // A freed cache is still readable through the keys that hold it (by id
@@ -335,15 +333,45 @@ Result<CacheRegistry::PullSource> CacheRegistry::pin_source(const CacheKey& key)
     return Status(StatusCode::kKvCacheNotExist,
                   "cache " + std::to_string(cache_id) + " does not exist");
   }
-  Entry& e = it->second;
-  if (src.batch_index >= static_cast<uint64_t>(e.cache.desc.shape[0])) {
+  if (src->batch_index >= static_cast<uint64_t>(it->second.cache.desc.shape[0])) {
     return Status(
         StatusCode::kKvCacheNotExist,
-        "cache " + std::to_string(cache_id) + " has no batch " + std::to_string(src.batch_index));
+        "cache " + std::to_string(cache_id) + " has no batch " + std::to_string(src->batch_index));
   }
-  ++e.pins;
-  src.cache = e.cache;
+  *entry = &it->second;
+  return Status();
+}
+
+Result<CacheRegistry::PullSource> CacheRegistry::pin_source(const CacheKey& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  PullSource src;
+  Entry* e = nullptr;
+  Status found = find_source_locked(key, &src, &e);
+  if (!found.ok()) return found;
+  ++e->pins;
+  src.cache = e->cache;
   return src;
+}
+
+Result<CacheInfo> CacheRegistry::describe(const CacheKey& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  PullSource src;
+  Entry* e = nullptr;
+  Status found = find_source_locked(key, &src, &e);
+  if (!found.ok()) return found;
+  if (e->freeing) {  // a freed cache takes no more writes
+    return Status(StatusCode::kKvCacheNotExist,
+                  "cache " + std::to_string(e->cache.cache_id) + " was deallocated");
+  }
+  CacheInfo info;
+  info.cache_id = e->cache.cache_id;
+  info.batch_index = src.batch_index;
+  info.is_blocks = e->cache.is_blocks;
+  info.num_tensors = e->cache.desc.num_tensors;
+  info.tensor_bytes = e->cache.desc.tensor_bytes();
+  info.rows = static_cast<uint64_t>(e->cache.desc.shape[0]);
+  info.tensor_addrs = e->cache.tensor_addrs;
+  return info;
 }
 
 void CacheRegistry::mark_pulled(const KeyId& key, const std::vector<uint32_t>& tensors) {

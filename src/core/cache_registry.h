@@ -17,6 +17,7 @@
 
 #include "core/key_directory.h"
 #include "core/notes.h"
+#include "core/pull_request.h"
 #include "kvdist/status.h"
 #include "kvdist/types.h"
 #include "mem/range_allocator.h"
@@ -54,6 +55,9 @@ class CacheRegistry : public std::enable_shared_from_this<CacheRegistry> {
   // kKvCacheNotExist if the key is not bound, or the cache id unknown or
   // freed, or its batch index out of range.
   Result<PullSource> pin_source(const CacheKey& key);
+  // Where a cache a peer names lies, for the peer to push into it (a freed
+  // cache is not described).
+  Result<CacheInfo> describe(const CacheKey& key);
   // A pull of `tensors` (empty: all) through `key` succeeded.
   void mark_pulled(const KeyId& key, const std::vector<uint32_t>& tensors);
 
@@ -98,6 +102,8 @@ class CacheRegistry : public std::enable_shared_from_this<CacheRegistry> {
   KvCache add_entry(Entry entry);
   KvCache add_entry_locked(Entry entry);  // REQUIRES mu_
   void withdrawn(int64_t cache_id);
+  // REQUIRES mu_. The cache and batch `key` names (pin_source, describe).
+  Status find_source_locked(const CacheKey& key, PullSource* src, Entry** entry);
   // REQUIRES mu_. A key of cache_id went away.
   void drop_key_ref_locked(int64_t cache_id);
   // REQUIRES mu_. Releases memory of a freed, unpinned, withdrawn cache.

@@ -42,6 +42,14 @@ class ReceiverSlot {
   std::weak_ptr<PullClient> client_;
 };
 
+// push_cache / push_blocks: the source is ready; every layer goes at once.
+class Ready : public LayerSynchronizer {
+ public:
+  bool synchronize_layer(uint32_t, std::optional<int32_t>) override { return true; }
+};
+
+Status invalid(std::string msg) { return Status(StatusCode::kParamInvalid, std::move(msg)); }
+
 bool parse_ip_port(const std::string& s, std::string* ip, uint16_t* port) {
   auto colon = s.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == s.size()) return false;
@@ -94,6 +102,14 @@ Result<std::unique_ptr<Engine>> Engine::start(Role role, uint64_t cluster_id,
         Receivers r = slot->get();
         if (r.server && decode_pull_request(note.payload, &req))
           r.server->submit(peer, std::move(req));
+        return;
+      }
+      case Note::Kind::kResolveRequest: {
+        CacheKey key;
+        Receivers r = slot->get();
+        if (r.server && decode_cache_key(note.payload, &key)) {
+          r.server->submit_resolve(peer, note.task_id, key);
+        }
         return;
       }
       case Note::Kind::kPullReply:
@@ -194,13 +210,17 @@ LinkResult Engine::unlink(const std::vector<ClusterInfo>& clusters, int32_t time
 
 Result<CacheTask> Engine::transfer(const KvCache& src_in,
                                    std::shared_ptr<LayerSynchronizer> synchronizer,
-                                   std::vector<TransferConfig> configs, const BlockMapping& blocks,
-                                   const TransferOptions& options) {
-  if (role_.load() != Role::kPrompt) {
+                                   std::vector<TransferConfig> configs,
+                                   const BlockMapping& blocks_in, const TransferOptions& options) {
+  if (role_.load() == Role::kDecoder) {
     return Status(StatusCode::kParamInvalid,
                   "transfer_cache_async is not supported by a DECODER (only a PROMPT pushes)");
   }
   if (!synchronizer) return Status(StatusCode::kParamInvalid, "layer_synchronizer is null");
+  // Destinations named by key: ask their clusters where those caches lie.
+  BlockMapping blocks = blocks_in;
+  Status resolved = resolve_keyed(src_in, configs, blocks);
+  if (!resolved.ok()) return resolved;
   // Values of the call first, in the original's order, on the caller's view
   // of the cache; then the registry's own copy must agree with it.
   Status valid = validate_transfer(src_in, configs, blocks);
@@ -222,11 +242,13 @@ Result<CacheTask> Engine::transfer(const KvCache& src_in,
   }
   auto pinned = registry_->pin(src_in.cache_id);
   if (!pinned.ok()) return pinned.status();
-  const KvCache& src = pinned.value();
+  // The caller's view decides how many tensors make a layer (the original's
+  // tensor_num_per_layer); the registry's copy, where the bytes are.
+  KvCache src = pinned.value();
+  src.desc.tensors_per_layer = src_in.desc.tensors_per_layer;
   if (src.tensor_addrs != src_in.tensor_addrs ||
       src.desc.tensor_bytes() != src_in.desc.tensor_bytes() ||
-      src.desc.num_tensors != src_in.desc.num_tensors ||
-      src.desc.tensors_per_layer != src_in.desc.tensors_per_layer) {
+      src.desc.num_tensors != src_in.desc.num_tensors) {
     registry_->unpin(src.cache_id);
     return Status(StatusCode::kParamInvalid, "src_cache does not match cache " +
                                                  std::to_string(src.cache_id) +
@@ -325,16 +347,113 @@ Status Engine::switch_role(Role role, const std::string& listen_ip_info) {
   }
   std::string ip;
   uint16_t port = 0;
-  if (role == Role::kPrompt && !parse_ip_port(listen_ip_info, &ip, &port)) {
+  const bool listen = role == Role::kPrompt || !listen_ip_info.empty();
+  if (listen && !parse_ip_port(listen_ip_info, &ip, &port)) {
     return Status(StatusCode::kParamInvalid,
-                  "a PROMPT needs llm.listenIpInfo as ip:port, got '" + listen_ip_info + "'");
+                  "llm.listenIpInfo must be ip:port, got '" + listen_ip_info + "'");
   }
   transport_->stop_listening();
-  if (role == Role::kPrompt) {
+  if (listen) {
     Status s = transport_->listen(ip, port);
     if (!s.ok()) return s;
   }
   role_ = role;
+  return Status();
+}
+
+Status Engine::resolve_keyed(const KvCache& src, std::vector<TransferConfig>& configs,
+                             BlockMapping& blocks) {
+  const uint32_t n = src.desc.tensors_per_layer;
+  const bool paged = !blocks.src_block_indices.empty() || !blocks.dst_block_indices.empty();
+  for (size_t c = 0; c < configs.size(); ++c) {
+    TransferConfig& cfg = configs[c];
+    if (!cfg.dst_key) continue;
+    const std::string name = "transfer_configs[" + std::to_string(c) + "]";
+    const CacheKey& key = *cfg.dst_key;
+    if (key.kind == CacheKey::Kind::kRequest) {
+      return invalid(name + ": a destination is named by cache id and batch, or by a blocks key");
+    }
+    cfg.dst_cluster_id = key.prompt_cluster_id;
+    if (!transport_->connected(cfg.dst_cluster_id)) {
+      return Status(StatusCode::kNotYetLink,
+                    name + ": cluster " + std::to_string(cfg.dst_cluster_id) + " is not linked");
+    }
+    auto info = pull_client_->resolve(
+        cfg.dst_cluster_id, key,
+        Clock::now() + std::chrono::milliseconds(options_.transfer_timeout_ms));
+    if (!info.ok()) return Status(info.status().code(), name + ": " + info.status().message());
+    if (n == 0 || info->num_tensors % n != 0 || info->rows == 0) {
+      return invalid(name + ": the destination's " + std::to_string(info->num_tensors) +
+                     " tensors are not whole layers of " + std::to_string(n));
+    }
+    const LayerRange src_layers =
+        cfg.src_layer_range.value_or(LayerRange{0, src.desc.num_tensors / n});
+    const LayerRange dst_layers =
+        cfg.dst_layer_range.value_or(LayerRange{0, info->num_tensors / n});
+    if (dst_layers.start >= dst_layers.stop || src_layers.size() != dst_layers.size() ||
+        uint64_t{dst_layers.stop} * n > info->num_tensors) {
+      return invalid(name + ": dst_layer_range [" + std::to_string(dst_layers.start) + ", " +
+                     std::to_string(dst_layers.stop) +
+                     ") must lie in the destination and be as long as src_layer_range");
+    }
+    const uint64_t dst_stride = info->tensor_bytes / info->rows;
+    if (paged) {
+      if (blocks.dst_block_memory_size.value_or(0) == 0) blocks.dst_block_memory_size = dst_stride;
+      if (*blocks.dst_block_memory_size != dst_stride) {
+        return invalid(name + ": the destination's blocks are " + std::to_string(dst_stride) +
+                       " bytes, not " + std::to_string(*blocks.dst_block_memory_size));
+      }
+      for (size_t i = 0; i < blocks.dst_block_indices.size(); ++i) {
+        if (blocks.dst_block_indices[i] >= info->rows) {
+          return invalid(name + ": dst block " + std::to_string(blocks.dst_block_indices[i]) +
+                         " is not below the destination's " + std::to_string(info->rows));
+        }
+      }
+    } else {
+      const uint64_t src_stride =
+          src.desc.tensor_bytes() / static_cast<uint64_t>(std::max<int64_t>(1, src.desc.shape[0]));
+      if (src_stride != dst_stride) {
+        return invalid(name + ": a batch of the source is " + std::to_string(src_stride) +
+                       " bytes, of the destination " + std::to_string(dst_stride));
+      }
+    }
+    cfg.dst_addrs.clear();
+    for (uint32_t layer = dst_layers.start; layer < dst_layers.stop; ++layer) {
+      for (uint32_t kv = 0; kv < n; ++kv) {
+        const uint64_t base = info->tensor_addrs[uint64_t{layer} * n + kv];
+        cfg.dst_addrs.push_back(paged ? base : base + info->batch_index * dst_stride);
+      }
+    }
+  }
+  return Status();
+}
+
+Status Engine::push(const KvCache& src, const CacheKey& dst_key, const PushSpec& spec) {
+  if (spec.tensors_per_layer == 0) return invalid("tensor_num_per_layer must be > 0");
+  const auto deadline = Clock::now() + std::chrono::milliseconds(
+                                           spec.timeout_ms.value_or(options_.sync_kv_timeout_ms));
+  TransferConfig cfg;
+  cfg.dst_key = dst_key;
+  cfg.src_layer_range = spec.src_layers;
+  cfg.dst_layer_range = spec.dst_layers;
+  cfg.src_batch_index = spec.src_batch_index;
+  BlockMapping blocks;
+  blocks.src_block_indices = spec.src_blocks;
+  blocks.dst_block_indices = spec.dst_blocks;
+  KvCache source = src;
+  source.desc.tensors_per_layer = spec.tensors_per_layer;
+  auto task = transfer(source, std::make_shared<Ready>(), {cfg}, blocks, TransferOptions());
+  if (!task.ok()) return task.status();
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  const StatusCode code =
+      task->synchronize(static_cast<uint32_t>(std::max<int64_t>(0, left.count())));
+  if (code == StatusCode::kWaitProcessTimeout) {
+    task->cancel();
+    return Status(StatusCode::kTimeout, "the push to cluster " +
+                                            std::to_string(dst_key.prompt_cluster_id) +
+                                            " did not complete before its deadline");
+  }
+  if (code != StatusCode::kSuccess) return Status(code, task->result_message(0));
   return Status();
 }
 

@@ -35,6 +35,8 @@ class Engine {
   CacheRegistry& registry() { return *registry_; }
   Inbox& inbox() { return *inbox_; }
 
+  // See CacheManager::push_cache.
+  Status push(const KvCache& src, const CacheKey& dst_key, const PushSpec& spec);
   // See CacheManager::pull_cache.
   Status pull(const CacheKey& key, const KvCache& dst, const PullSpec& spec);
 
@@ -66,6 +68,10 @@ class Engine {
   std::shared_ptr<TaskState> exclusive_task_;
   std::vector<uint64_t> exclusive_peers_;
   bool pushing_to(uint64_t peer);
+  // Fills dst_cluster_id and dst_addrs of configs addressed by key (and the
+  // destination block size), asking each destination where its cache lies.
+  Status resolve_keyed(const KvCache& src, std::vector<TransferConfig>& configs,
+                       BlockMapping& blocks);
 
   std::mutex tasks_mu_;
   std::shared_ptr<TaskState> exclusive_;  // the exclusive task holding the manager busy

@@ -22,7 +22,7 @@ bool decode_note(std::string_view in, Note* note) {
   uint8_t kind = 0;
   int64_t code = 0;
   uint32_t n = 0;
-  if (!r.u8(&kind) || kind < 1 || kind > 5 || !r.u64(&note->task_id) || !r.u32(&note->layer) ||
+  if (!r.u8(&kind) || kind < 1 || kind > 6 || !r.u64(&note->task_id) || !r.u32(&note->layer) ||
       !r.i64(&code) || !r.count(&n, sizeof(uint64_t))) {
     return false;
   }

@@ -16,13 +16,16 @@ namespace kvdist::core {
 
 struct Note {
   // kPullRequest: payload is a PullRequest (core/pull_request.h).
-  // kPullReply: task_id is the pull's id, code its outcome, payload why.
+  // kResolveRequest: task_id is the request's id, payload a CacheKey.
+  // kPullReply: the answer to either: task_id is the request's id, code
+  // its outcome, payload why (failure) or the CacheInfo (resolve).
   enum class Kind : uint8_t {
     kLayer = 1,
     kAbort = 2,
     kMessage = 3,
     kPullRequest = 4,
-    kPullReply = 5
+    kPullReply = 5,
+    kResolveRequest = 6
   };
   Kind kind = Kind::kLayer;
   uint64_t task_id = 0;

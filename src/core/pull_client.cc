@@ -50,12 +50,44 @@ Status PullClient::pull(uint64_t peer, std::vector<PullRequest> requests,
   return first;
 }
 
+Result<CacheInfo> PullClient::resolve(uint64_t peer, const CacheKey& key,
+                                      std::chrono::steady_clock::time_point deadline) {
+  uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_) return Status(StatusCode::kEngineFinalized, "DataDist is finalized");
+    id = next_id_++;
+    pending_[id].peer = peer;
+  }
+  Note n;
+  n.kind = Note::Kind::kResolveRequest;
+  n.task_id = id;
+  n.payload = encode_cache_key(key);
+  transport_->notify(peer, encode_note(n));
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_until(lock, deadline, [&] { return pending_[id].result.has_value(); });
+  Pending p = std::move(pending_[id]);
+  pending_.erase(id);
+  if (!p.result) {
+    return Status(StatusCode::kTimeout, "cluster " + std::to_string(peer) +
+                                            " did not say where the cache is before the deadline");
+  }
+  if (!p.result->ok()) return *p.result;
+  CacheInfo info;
+  if (!decode_cache_info(p.payload, &info)) {
+    return Status(StatusCode::kFailed, "cluster " + std::to_string(peer) +
+                                           " answered with a malformed cache description");
+  }
+  return info;
+}
+
 void PullClient::on_reply(uint64_t peer, uint64_t pull_id, StatusCode code, std::string message) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = pending_.find(pull_id);
   if (it == pending_.end() || it->second.peer != peer || it->second.result) return;
   if (code == StatusCode::kSuccess) {
     it->second.result = Status();
+    it->second.payload = std::move(message);
   } else {
     it->second.result = Status(code, "cluster " + std::to_string(peer) + ": " + message);
   }

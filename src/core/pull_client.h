@@ -1,6 +1,7 @@
-// The pulling side: sends kPullRequest notes and waits, each pull with a
-// deadline, for the kPullReply that the serving cluster sends once every
-// byte landed (or instead of them, with its refusal).
+// The asking side: sends kPullRequest (and kResolveRequest) notes and
+// waits, each with a deadline, for the kPullReply that the serving cluster
+// sends once every byte landed (or with the cache's whereabouts, or
+// instead of them with its refusal).
 #ifndef KVDIST_CORE_PULL_CLIENT_H_
 #define KVDIST_CORE_PULL_CLIENT_H_
 
@@ -31,6 +32,10 @@ class PullClient {
   Status pull(uint64_t peer, std::vector<PullRequest> requests,
               std::chrono::steady_clock::time_point deadline);
 
+  // Asks `peer` where the cache `key` names lies (for a push by key).
+  Result<CacheInfo> resolve(uint64_t peer, const CacheKey& key,
+                            std::chrono::steady_clock::time_point deadline);
+
   // From the progress thread.
   void on_reply(uint64_t peer, uint64_t pull_id, StatusCode code, std::string message);
   void on_peer_down(uint64_t peer, const Status& why);
@@ -41,6 +46,7 @@ class PullClient {
   struct Pending {
     uint64_t peer = 0;
     std::optional<Status> result;
+    std::string payload;  // a successful resolve's CacheInfo
   };
 
   std::shared_ptr<net::Transport> transport_;

@@ -93,7 +93,7 @@ Result<std::vector<PullRequest>> plan_pull_requests(const CacheKey& key, const K
     }
     req.size = size;
     req.src_offset = spec.src_offset.value_or(0);
-    req.keep_key = spec.src_offset.has_value() || spec.dst_offset.has_value();
+    req.keep_key = spec.keep_keys || spec.src_offset.has_value() || spec.dst_offset.has_value();
     return std::vector<PullRequest>{std::move(req)};
   }
   if (spec.src_blocks.empty() || spec.src_blocks.size() != spec.dst_blocks.size()) {
@@ -125,6 +125,52 @@ Result<std::vector<PullRequest>> plan_pull_requests(const CacheKey& key, const K
     out.push_back(std::move(part));
   }
   return out;
+}
+
+std::string encode_cache_key(const CacheKey& key) {
+  ByteWriter w;
+  w.u8(static_cast<uint8_t>(key.kind));
+  w.u64(key.req_id);
+  w.u64(key.prefix_id);
+  w.u64(key.model_id);
+  w.i64(key.cache_id);
+  w.u32(key.batch_index);
+  return w.take();
+}
+
+bool decode_cache_key(std::string_view in, CacheKey* key) {
+  ByteReader r(in);
+  uint8_t kind = 0;
+  if (!r.u8(&kind) || kind > 2 || !r.u64(&key->req_id) || !r.u64(&key->prefix_id) ||
+      !r.u64(&key->model_id) || !r.i64(&key->cache_id) || !r.u32(&key->batch_index)) {
+    return false;
+  }
+  key->kind = static_cast<CacheKey::Kind>(kind);
+  return r.at_end();
+}
+
+std::string encode_cache_info(const CacheInfo& info) {
+  ByteWriter w;
+  w.i64(info.cache_id);
+  w.u32(info.batch_index);
+  w.u8(info.is_blocks ? 1 : 0);
+  w.u32(info.num_tensors);
+  w.u64(info.tensor_bytes);
+  w.u64(info.rows);
+  put_list(w, info.tensor_addrs);
+  return w.take();
+}
+
+bool decode_cache_info(std::string_view in, CacheInfo* info) {
+  ByteReader r(in);
+  uint8_t blocks = 0;
+  if (!r.i64(&info->cache_id) || !r.u32(&info->batch_index) || !r.u8(&blocks) || blocks > 1 ||
+      !r.u32(&info->num_tensors) || !r.u64(&info->tensor_bytes) || !r.u64(&info->rows) ||
+      !get_list(r, &info->tensor_addrs, kMaxTensors)) {
+    return false;
+  }
+  info->is_blocks = blocks == 1;
+  return info->tensor_addrs.size() == info->num_tensors && r.at_end();
 }
 
 std::string encode_pull_request(const PullRequest& req) {

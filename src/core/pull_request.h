@@ -49,6 +49,23 @@ struct PullRequest {
 Result<std::vector<PullRequest>> plan_pull_requests(const CacheKey& key, const KvCache& dst,
                                                     const PullSpec& spec);
 
+// What a peer learns of a cache it names (a kResolveRequest carries the
+// key; the reply carries this): enough to push into it by key.
+struct CacheInfo {
+  int64_t cache_id = -1;
+  uint32_t batch_index = 0;  // the batch the key names
+  bool is_blocks = false;
+  uint32_t num_tensors = 0;
+  uint64_t tensor_bytes = 0;
+  uint64_t rows = 0;  // shape[0]: batches, or blocks
+  std::vector<uint64_t> tensor_addrs;
+};
+
+std::string encode_cache_key(const CacheKey& key);
+bool decode_cache_key(std::string_view in, CacheKey* key);
+std::string encode_cache_info(const CacheInfo& info);
+bool decode_cache_info(std::string_view in, CacheInfo* info);
+
 std::string encode_pull_request(const PullRequest& req);
 // False for anything but one well-formed request (bounded list sizes).
 bool decode_pull_request(std::string_view in, PullRequest* req);

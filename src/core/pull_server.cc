@@ -111,15 +111,46 @@ void PullServer::stop() {
 }
 
 void PullServer::submit(uint64_t peer, PullRequest req) {
+  Job job;
+  job.peer = peer;
+  job.id = req.pull_id;
+  job.pull = std::move(req);
+  queue(std::move(job));
+}
+
+void PullServer::submit_resolve(uint64_t peer, uint64_t id, const CacheKey& key) {
+  Job job;
+  job.peer = peer;
+  job.resolve = true;
+  job.id = id;
+  job.key = key;
+  queue(std::move(job));
+}
+
+void PullServer::queue(Job job) {
   std::lock_guard<std::mutex> lock(mu_);
   if (stopping_) return;
   if (queue_.size() >= kMaxQueued) {
-    transport_->notify(
-        peer, reply_note(req.pull_id, Status(StatusCode::kLinkBusy, "too many pulls are waiting")));
+    transport_->notify(job.peer, reply_note(job.id, Status(StatusCode::kLinkBusy,
+                                                           "too many requests are waiting")));
     return;
   }
-  queue_.emplace_back(peer, std::move(req));
+  queue_.push_back(std::move(job));
   cv_.notify_one();
+}
+
+void PullServer::serve_resolve(const Job& job) {
+  auto info = registry_->describe(job.key);
+  if (!info.ok()) {
+    reply(job.peer, job.id, info.status());
+    return;
+  }
+  Note n;
+  n.kind = Note::Kind::kPullReply;
+  n.task_id = job.id;
+  n.code = StatusCode::kSuccess;
+  n.payload = encode_cache_info(info.value());
+  transport_->notify(job.peer, encode_note(n));
 }
 
 bool PullServer::serving(uint64_t peer) const {
@@ -133,10 +164,14 @@ void PullServer::run() {
   for (;;) {
     cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
     if (stopping_) return;
-    auto [peer, req] = std::move(queue_.front());
+    Job job = std::move(queue_.front());
     queue_.pop_front();
     lock.unlock();
-    serve(peer, req);
+    if (job.resolve) {
+      serve_resolve(job);
+    } else {
+      serve(job.peer, job.pull);
+    }
     lock.lock();
   }
 }

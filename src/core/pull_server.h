@@ -6,6 +6,10 @@
 // kPullReply alone. The source cache is pinned until the write is done; a
 // request key is marked pulled only once every byte landed.
 //
+// It also answers kResolveRequest notes (where a cache named by a key
+// lies, so that the peer can push into it: push_cache, push_blocks, and
+// transfers addressed by key).
+//
 // Requests are served one after another on a thread of their own: the
 // progress thread that hands them over must not block.
 #ifndef KVDIST_CORE_PULL_SERVER_H_
@@ -41,12 +45,22 @@ class PullServer : public std::enable_shared_from_this<PullServer> {
   void stop();
   // From the progress thread: queues a request of `peer`.
   void submit(uint64_t peer, PullRequest req);
+  void submit_resolve(uint64_t peer, uint64_t id, const CacheKey& key);
   // Whether a pull of `peer` is being served (a push to it is then busy).
   bool serving(uint64_t peer) const;
 
  private:
+  struct Job {
+    uint64_t peer = 0;
+    bool resolve = false;
+    uint64_t id = 0;  // resolve
+    CacheKey key;     // resolve
+    PullRequest pull;
+  };
+  void queue(Job job);
   void run();
   void serve(uint64_t peer, const PullRequest& req);
+  void serve_resolve(const Job& job);
   void reply(uint64_t peer, uint64_t pull_id, const Status& status);
   void finished(uint64_t peer);
 
@@ -57,7 +71,7 @@ class PullServer : public std::enable_shared_from_this<PullServer> {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::pair<uint64_t, PullRequest>> queue_;
+  std::deque<Job> queue_;
   std::map<uint64_t, int> serving_;  // peer -> pulls whose writes are in flight
   bool stopping_ = false;
   std::thread thread_;

@@ -122,6 +122,8 @@ using ConfigTuple = std::tuple<uint64_t, std::vector<uint64_t>, std::optional<ui
 using KeyTuple = std::tuple<int, uint64_t, uint64_t, uint64_t, uint64_t, int64_t, uint32_t>;
 using Range = std::tuple<uint32_t, uint32_t>;
 using Pairs = std::vector<std::pair<uint64_t, uint64_t>>;
+// A config addressed by key: (key, destination layer range or None).
+using KeyedDst = std::tuple<KeyTuple, std::optional<Range>>;
 // (cache_id, tensor addresses, num_tensors, shape, dtype, placement): a cache
 // as the caller knows it (cache_id -1 for caller memory of swap_blocks).
 using CacheTuple =
@@ -276,14 +278,22 @@ class PyDataDist {
     check(s);
   }
 
+  void bind_keys(int64_t cache_id, const std::vector<KeyTuple>& keys) {
+    std::vector<kvdist::CacheKey> k;
+    for (const KeyTuple& t : keys) k.push_back(to_key(t));
+    check(manager()->bind_cache_keys(cache_id, k));
+  }
+
   void remove_key(const KeyTuple& key) { check(manager()->remove_cache_key(to_key(key))); }
 
   void pull(const KeyTuple& key, const CacheTuple& dst, uint32_t batch_index, int64_t size,
             std::optional<uint64_t> src_offset, std::optional<uint64_t> dst_offset,
             std::optional<Range> src_layers, std::optional<Range> dst_layers,
             uint32_t tensors_per_layer, const std::vector<uint64_t>& src_blocks,
-            const std::vector<uint64_t>& dst_blocks, std::optional<int32_t> timeout_ms) {
+            const std::vector<uint64_t>& dst_blocks, std::optional<int32_t> timeout_ms,
+            bool keep_keys) {
     kvdist::PullSpec spec;
+    spec.keep_keys = keep_keys;
     spec.batch_index = batch_index;
     spec.size = size;
     spec.src_offset = src_offset;
@@ -300,6 +310,28 @@ class PyDataDist {
     {
       py::gil_scoped_release nogil;
       s = manager()->pull_cache(k, c, spec);
+    }
+    check(s);
+  }
+
+  void push(const CacheTuple& src, const KeyTuple& key, uint32_t src_batch_index,
+            std::optional<Range> src_layers, std::optional<Range> dst_layers,
+            uint32_t tensors_per_layer, const std::vector<uint64_t>& src_blocks,
+            const std::vector<uint64_t>& dst_blocks, std::optional<int32_t> timeout_ms) {
+    kvdist::PushSpec spec;
+    spec.src_batch_index = src_batch_index;
+    spec.src_layers = to_range(src_layers);
+    spec.dst_layers = to_range(dst_layers);
+    spec.tensors_per_layer = tensors_per_layer;
+    spec.src_blocks = src_blocks;
+    spec.dst_blocks = dst_blocks;
+    spec.timeout_ms = timeout_ms;
+    const kvdist::KvCache c = to_cache(src);
+    const kvdist::CacheKey k = to_key(key);
+    Status s;
+    {
+      py::gil_scoped_release nogil;
+      s = manager()->push_cache(c, k, spec);
     }
     check(s);
   }
@@ -346,15 +378,13 @@ class PyDataDist {
     return py::bytes(r.value());
   }
 
-  kvdist::CacheTask transfer(int64_t cache_id, uint32_t num_tensors,
-                             const std::vector<int64_t>& shape, int dtype, int batch_dim,
-                             const std::vector<uint64_t>& addrs, py::object synchronizer,
-                             const std::vector<ConfigTuple>& configs,
-                             const std::vector<uint64_t>& src_blocks,
-                             const std::vector<uint64_t>& dst_blocks,
-                             std::optional<uint64_t> dst_block_size,
-                             std::optional<int32_t> sync_timeout_ms, bool unbounded, bool exclusive,
-                             uint32_t tensors_per_layer) {
+  kvdist::CacheTask transfer(
+      int64_t cache_id, uint32_t num_tensors, const std::vector<int64_t>& shape, int dtype,
+      int batch_dim, const std::vector<uint64_t>& addrs, py::object synchronizer,
+      const std::vector<ConfigTuple>& configs, const std::vector<uint64_t>& src_blocks,
+      const std::vector<uint64_t>& dst_blocks, std::optional<uint64_t> dst_block_size,
+      std::optional<int32_t> sync_timeout_ms, bool unbounded, bool exclusive,
+      uint32_t tensors_per_layer, const std::vector<std::optional<KeyedDst>>& dst_keys) {
     kvdist::KvCache src;
     src.cache_id = cache_id;
     src.desc = make_desc(num_tensors, shape, dtype, static_cast<int>(kvdist::Placement::kDevice),
@@ -367,6 +397,11 @@ class PyDataDist {
       c.dst_addrs = dst;
       if (start && stop) c.src_layer_range = kvdist::LayerRange{*start, *stop};
       c.src_batch_index = batch;
+      const size_t i = cfgs.size();
+      if (i < dst_keys.size() && dst_keys[i]) {
+        c.dst_key = to_key(std::get<0>(*dst_keys[i]));
+        c.dst_layer_range = to_range(std::get<1>(*dst_keys[i]));
+      }
       cfgs.push_back(std::move(c));
     }
     kvdist::BlockMapping blocks;
@@ -549,13 +584,15 @@ PYBIND11_MODULE(_kvdist, m) {
            py::arg("seq_len_dim_index"), py::arg("blocks"),
            py::arg("keys") = std::vector<KeyTuple>())
       .def("remove_key", &PyDataDist::remove_key, py::arg("key"))
+      .def("bind_keys", &PyDataDist::bind_keys, py::arg("cache_id"), py::arg("keys"))
       .def("switch_role", &PyDataDist::switch_role, py::arg("role"), py::arg("listen") = "")
       .def("pull", &PyDataDist::pull, py::arg("key"), py::arg("dst"), py::arg("batch_index") = 0,
            py::arg("size") = -1, py::arg("src_offset") = py::none(),
            py::arg("dst_offset") = py::none(), py::arg("src_layers") = py::none(),
            py::arg("dst_layers") = py::none(), py::arg("tensors_per_layer") = 2,
            py::arg("src_blocks") = std::vector<uint64_t>(),
-           py::arg("dst_blocks") = std::vector<uint64_t>(), py::arg("timeout_ms") = py::none())
+           py::arg("dst_blocks") = std::vector<uint64_t>(), py::arg("timeout_ms") = py::none(),
+           py::arg("keep_keys") = false)
       .def("copy_cache", &PyDataDist::copy_cache, py::arg("dst"), py::arg("src"),
            py::arg("dst_batch_index") = 0, py::arg("src_batch_index") = 0, py::arg("offset") = 0,
            py::arg("size") = -1)
@@ -571,7 +608,13 @@ PYBIND11_MODULE(_kvdist, m) {
            py::arg("synchronizer"), py::arg("configs"), py::arg("src_blocks"),
            py::arg("dst_blocks"), py::arg("dst_block_size"),
            py::arg("sync_timeout_ms") = py::none(), py::arg("unbounded") = false,
-           py::arg("exclusive") = false, py::arg("tensors_per_layer") = 2)
+           py::arg("exclusive") = false, py::arg("tensors_per_layer") = 2,
+           py::arg("dst_keys") = std::vector<std::optional<KeyedDst>>())
+      .def("push", &PyDataDist::push, py::arg("src"), py::arg("key"),
+           py::arg("src_batch_index") = 0, py::arg("src_layers") = py::none(),
+           py::arg("dst_layers") = py::none(), py::arg("tensors_per_layer") = 2,
+           py::arg("src_blocks") = std::vector<uint64_t>(),
+           py::arg("dst_blocks") = std::vector<uint64_t>(), py::arg("timeout_ms") = py::none())
       .def("wait_layer", &PyDataDist::wait_layer, py::arg("cache_id"), py::arg("layer"),
            py::arg("timeout_ms"))
       .def("reset_arrivals", &PyDataDist::reset_arrivals, py::arg("cache_id"))

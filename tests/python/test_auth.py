@@ -3,10 +3,9 @@ the ``kvdist.AuthSecret`` option of ``llm_datadist`` (a DECODER process)."""
 
 from __future__ import annotations
 
+import kvdist
 import numpy as np
 import pytest
-
-import kvdist
 from helpers.llm_helpers import DecoderPeer
 
 SECRET = "python-test-secret-51c2"

@@ -7,10 +7,9 @@ import threading
 import time
 from typing import Any, Iterator
 
+import kvdist
 import numpy as np
 import pytest
-
-import kvdist
 from helpers.native_peer import decoder_main
 
 CTX = mp.get_context("spawn")

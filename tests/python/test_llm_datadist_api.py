@@ -12,10 +12,9 @@ import sys
 import threading
 from typing import Any
 
+import llm_datadist
 import numpy as np
 import pytest
-
-import llm_datadist
 from llm_datadist import (
     CacheDesc,
     CacheKey,

@@ -15,9 +15,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 import kvdist
+import pytest
 
 pytest.importorskip("kvdist._kvdist")
 
@@ -119,12 +118,19 @@ def test_constructor_checks() -> None:
             PARAM_INVALID,
             "ge.flowGraphMemMaxSize",
         ),
+        # CacheManager mode runs; kvdist is the transport whatever the
+        # backend, so only the original's one other value is accepted.
         (
             LLMRole.DECODER,
-            {**_options(), "llm.EnableCacheManager": "1"},
+            {
+                **_options(),
+                "llm.EnableCacheManager": "1",
+                "llm.TransferBackend": "nccl",
+                "llm.listenIpInfo": "127.0.0.1:0",
+            },
             LLMException,
-            LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
-            "CacheManager",
+            PARAM_INVALID,
+            "llm.TransferBackend",
         ),
         # As the original: refused without CacheManager mode.
         (

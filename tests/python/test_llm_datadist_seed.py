@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import pytest
-
 from helpers.llm_helpers import HELPERS_DIR, child_env
 
 pytest.importorskip("kvdist._kvdist")

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from kvdist.integrations.vllm.protocol import (
     Cancel,
     ConnectorOptions,

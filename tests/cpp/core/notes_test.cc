@@ -34,7 +34,7 @@ TEST(Notes, MessageRoundTripAndOversizeRejected) {
   n.payload.assign(kMaxPeerMessageBytes + 1, 'x');
   EXPECT_FALSE(decode_note(encode_note(n), &out));
   std::string bad = encode_note(Note{});
-  bad[0] = 6;  // unknown kind
+  bad[0] = 7;  // unknown kind
   EXPECT_FALSE(decode_note(bad, &out));
 }
 

@@ -76,10 +76,15 @@ class PullTest : public ::testing::Test {
     d.data_type = DataType::kUint8;
     return d;
   }
-  static void pattern(const KvCache& c) {
+  void pattern(const KvCache& c) {
     for (uint32_t t = 0; t < c.desc.num_tensors; ++t) {
       fill_pattern(reinterpret_cast<void*>(c.tensor_addrs[t]), c.desc.tensor_bytes(), 300 + t);
     }
+    // The serving thread reads these bytes only after a DECODER asked: an
+    // order through the other process, which TSan cannot see. Taking the
+    // registry's lock here (the serving thread takes it to find the cache)
+    // makes the order visible to it.
+    (void)cm().pool_bytes_in_use();
   }
   // A keyed source: keys req first.. for its batches, patterned.
   KvCache keyed(uint32_t tensors, std::vector<int64_t> shape, std::vector<CacheKey> keys) {
@@ -334,6 +339,74 @@ TEST_F(PullTest, KeysAreCheckedAtAllocation) {
   EXPECT_EQ(again.status().code(), StatusCode::kFailed);
   auto twice = cm().allocate_cache(desc(2, {2, 64}), {request_key(3), request_key(3)});
   EXPECT_EQ(twice.status().code(), StatusCode::kFailed);
+}
+
+}  // namespace
+}  // namespace kvdist
+
+namespace kvdist {
+namespace {
+
+CacheKey by_id(uint64_t cluster, int64_t cache_id, uint32_t batch) {
+  CacheKey k;
+  k.kind = CacheKey::Kind::kCacheId;
+  k.prompt_cluster_id = cluster;
+  k.cache_id = cache_id;
+  k.batch_index = batch;
+  return k;
+}
+
+using PushTest = PullTest;
+
+TEST_F(PushTest, PushByCacheIdWritesTheNamedBatchAndLayers) {
+  DecoderPeer d(2, kPrompt, port_);
+  KvCache src = keyed(8, {2, 1024}, {});
+  RemoteCache dst = canaried(d, 8, {3, 1024});
+  PushSpec spec;
+  spec.src_batch_index = 1;
+  ASSERT_TRUE(cm().push_cache(src, by_id(2, dst.id, 2), spec).ok());
+  for (uint32_t t = 0; t < 8; ++t) {
+    EXPECT_EQ(d.hash(dst.addrs[t] + 2048, 1024), local_hash(src.tensor_addrs[t] + 1024, 1024));
+    EXPECT_EQ(d.hash(dst.addrs[t], 2048), canary_hash(2048));
+  }
+  // Source layers 0..1 into destination layers 2..3 of batch 0.
+  spec = PushSpec();
+  spec.src_layers = LayerRange{0, 2};
+  spec.dst_layers = LayerRange{2, 4};
+  ASSERT_TRUE(cm().push_cache(src, by_id(2, dst.id, 0), spec).ok());
+  EXPECT_EQ(d.hash(dst.addrs[5], 1024), local_hash(src.tensor_addrs[1], 1024));
+  EXPECT_EQ(d.hash(dst.addrs[1], 1024), canary_hash(1024));
+}
+
+TEST_F(PushTest, PushBlocksByIdAndRefusals) {
+  DecoderPeer d(2, kPrompt, port_);
+  auto src = cm().allocate_blocks_cache(desc(2, {8, 256}));
+  ASSERT_TRUE(src.ok());
+  pattern(src.value());
+  RemoteCache dst = canaried(d, 2, {16, 256}, true);
+  PushSpec spec;
+  spec.src_blocks = {1, 2, 7};
+  spec.dst_blocks = {10, 11, 0};
+  ASSERT_TRUE(cm().push_cache(src.value(), by_id(2, dst.id, 0), spec).ok());
+  EXPECT_EQ(d.hash(dst.addrs[1] + 11 * 256, 256), local_hash(src->tensor_addrs[1] + 2 * 256, 256));
+  EXPECT_EQ(d.hash(dst.addrs[1], 256), local_hash(src->tensor_addrs[1] + 7 * 256, 256));
+  EXPECT_EQ(d.hash(dst.addrs[0] + 256, 9 * 256), canary_hash(9 * 256));
+  spec.dst_blocks = {10, 11, 16};
+  EXPECT_EQ(cm().push_cache(src.value(), by_id(2, dst.id, 0), spec).code(),
+            StatusCode::kParamInvalid);
+  EXPECT_EQ(cm().push_cache(src.value(), by_id(2, dst.id + 100, 0), spec).code(),
+            StatusCode::kKvCacheNotExist);
+  EXPECT_EQ(cm().push_cache(src.value(), by_id(9, dst.id, 0), spec).code(),
+            StatusCode::kNotYetLink);
+  KvCache contiguous = keyed(2, {1, 512}, {});
+  EXPECT_EQ(cm().push_cache(contiguous, by_id(2, dst.id, 0)).code(), StatusCode::kParamInvalid)
+      << "a 512-byte batch into 256-byte rows";
+  spec = PushSpec();
+  spec.src_layers = LayerRange{0, 1};
+  spec.dst_layers = LayerRange{0, 2};
+  EXPECT_EQ(cm().push_cache(contiguous, by_id(2, dst.id, 0), spec).code(),
+            StatusCode::kParamInvalid);
+  EXPECT_EQ(d.hash(dst.addrs[0] + 256, 9 * 256), canary_hash(9 * 256));
 }
 
 }  // namespace

@@ -15,8 +15,6 @@ import json
 import sys
 from typing import Any
 
-from llm_helpers import pattern
-
 from llm_datadist import (
     BlocksCacheKey,
     CacheDesc,
@@ -30,6 +28,7 @@ from llm_datadist import (
     LLMRole,
     LLMStatusCode,
 )
+from llm_helpers import pattern
 
 
 def _say(obj: dict[str, Any]) -> None:

@@ -7,12 +7,11 @@ Python; it reads ``==`` here.
 """
 # ruff: noqa: F403, F405, E402
 
-from llm_datadist import *
-
 # ---- filled in: the seed's first "..." --------------------------------------
 import sys
 from typing import Optional
 
+from llm_datadist import *
 from llm_helpers import DecoderPeer, free_port, pattern, write_bytes
 
 _port = free_port()
