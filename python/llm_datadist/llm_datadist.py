@@ -8,17 +8,24 @@ import logging
 from typing import Any, ClassVar
 
 from llm_datadist import _native
-from llm_datadist._checks import check_int32, check_isinstance, check_uint64
+from llm_datadist._checks import (
+    check_dict,
+    check_int32,
+    check_isinstance,
+    check_uint32,
+    check_uint64,
+)
 from llm_datadist.cache_manager import CacheManager, parse_mem_pool_config
+from llm_datadist.comm_domain import CommDomains
 from llm_datadist.configs import LLMClusterInfo, LLMRole, int_ip_to_str
 from llm_datadist.kv_cache_manager import KvCacheManager
 from llm_datadist.llm_types import RegisterMemStatus
 from llm_datadist.status import (
-    LLMException,
     LLMStatusCode,
     code_2_status,
     handle_llm_status,
     raise_if_false,
+    raise_if_true,
 )
 
 __all__ = ["LLMDataDist"]
@@ -79,6 +86,7 @@ class LLMDataDist:
         self._engine_options: dict[str, str] = {}
         self._enable_cache_mgr = False
         self._cache_manager: CacheManager | None = None
+        self._comm_domains: CommDomains | None = None
 
     # -- life cycle --------------------------------------------------------
 
@@ -176,6 +184,7 @@ class LLMDataDist:
         self._native = native
         if self._enable_cache_mgr:
             self._cache_manager = CacheManager(native, self._engine_options)
+            self._comm_domains = CommDomains(native, self._cluster_id)
         else:
             self._kv_cache_manager = KvCacheManager(native, self._role)
         LLMDataDist.llm_engine_instance = self
@@ -365,8 +374,8 @@ class LLMDataDist:
     def switch_role(self, role: LLMRole, switch_options: dict[str, str] | None = None) -> None:
         """Changes the role of this initialised, unlinked instance (as the original).
 
-        Needs ``llm.EnableSwitchRole`` = "1" at init (``LLMConfig.enable_switch_role``;
-        ``LLM_FEATURE_NOT_ENABLED`` otherwise) and no link (``LLM_EXIST_LINK``).
+        Needs no link (``LLM_EXIST_LINK``). ``llm.EnableSwitchRole`` is not
+        needed (the original raises ``LLM_FEATURE_NOT_ENABLED`` without it).
         To PROMPT, ``switch_options["llm.listenIpInfo"]`` is where it listens
         from now on; to DECODER it stops listening. Caches stay.
         """
@@ -385,11 +394,6 @@ class LLMDataDist:
                 'Failed to switch to Prompt, option "llm.listenIpInfo" must be specified',
             )
             listen = str(options["llm.listenIpInfo"])
-        raise_if_false(
-            self._engine_options.get("llm.EnableSwitchRole") == "1",
-            "[switch_role] failed, llm.EnableSwitchRole was not set to 1 at init",
-            status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
-        )
         _native.call(
             "[switch_role]",
             f"role = {role.name}, switch_options = {options}",
@@ -428,29 +432,50 @@ class LLMDataDist:
     # -- CacheManager mode only ----------------------------------------------
 
     def link(self, comm_name: str, cluster_rank_info: dict[int, int], rank_table: str) -> int:
-        """CacheManager mode only (``LLMException(LLM_PARAM_INVALID)`` here)."""
+        """Links the members of a comm domain (CacheManager mode); every member
+        calls it. Returns the comm id; ``query_register_mem_status`` says when
+        the links are up (see ``llm_datadist.comm_domain``)."""
         self._check_is_inited()
         self._check_is_cache_mgr_mode("link")
-        raise LLMException(
-            "link is not supported", status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED
+        check_isinstance("comm_name", comm_name, str, allow_none=False)
+        raise_if_true(len(comm_name) == 0, "comm_name can not be empty")
+        raise_if_false(len(comm_name) < 128, "comm_name length should be smaller than 128.")
+        check_isinstance("cluster_rank_info", cluster_rank_info, dict)
+        check_dict("cluster_rank_info", cluster_rank_info, int, int)
+        raise_if_false(
+            len(cluster_rank_info) <= 4, "cluster_rank_info size can not be greater than 4."
         )
+        for key, value in cluster_rank_info.items():
+            check_uint64("cluster_rank_info key", key)
+            check_uint32("cluster_rank_info value", value)
+        check_isinstance("rank_table", rank_table, str)
+        ranks = list(cluster_rank_info.values())
+        raise_if_false(len(ranks) > 1, "cluster num must be bigger than 1.")
+        raise_if_false(ranks == sorted(ranks), "rank in cluster_rank_info must be ordered")
+        raise_if_false(
+            len(set(cluster_rank_info)) == len(cluster_rank_info),
+            "cluster id in cluster_rank_info can not be duplicated.",
+        )
+        assert self._comm_domains is not None
+        return self._comm_domains.link(cluster_rank_info, rank_table)
 
     def unlink(self, comm_id: int) -> None:
-        """CacheManager mode only (``LLMException(LLM_PARAM_INVALID)`` here)."""
+        """Unlinks the members of a comm domain (``LLM_NOT_YET_LINK`` for an unknown id)."""
         self._check_is_inited()
         self._check_is_cache_mgr_mode("unlink")
-        raise LLMException(
-            "unlink is not supported", status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED
-        )
+        check_isinstance("comm_id", comm_id, int)
+        check_uint64("comm_id", comm_id)
+        assert self._comm_domains is not None
+        self._comm_domains.unlink(comm_id)
 
     def query_register_mem_status(self, comm_id: int) -> RegisterMemStatus:
-        """CacheManager mode only (``LLMException(LLM_PARAM_INVALID)`` here)."""
+        """PREPARING until every member of the domain is linked, then OK (or FAILED)."""
         self._check_is_inited()
         self._check_is_cache_mgr_mode("query_register_mem_status")
-        raise LLMException(
-            "query_register_mem_status is not supported",
-            status_code=LLMStatusCode.LLM_FEATURE_NOT_ENABLED,
-        )
+        check_isinstance("comm_id", comm_id, int)
+        check_uint64("comm_id", comm_id)
+        assert self._comm_domains is not None
+        return self._comm_domains.status(comm_id)
 
 
 def _shutdown_handler() -> None:

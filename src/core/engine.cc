@@ -1,5 +1,7 @@
 #include "core/engine.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <string>
 #include <thread>
@@ -348,7 +350,9 @@ Status Engine::switch_role(Role role, const std::string& listen_ip_info) {
   std::string ip;
   uint16_t port = 0;
   const bool listen = role == Role::kPrompt || !listen_ip_info.empty();
-  if (listen && !parse_ip_port(listen_ip_info, &ip, &port)) {
+  in_addr parsed{};
+  if (listen && (!parse_ip_port(listen_ip_info, &ip, &port) ||
+                 inet_pton(AF_INET, ip.c_str(), &parsed) != 1)) {
     return Status(StatusCode::kParamInvalid,
                   "llm.listenIpInfo must be ip:port, got '" + listen_ip_info + "'");
   }

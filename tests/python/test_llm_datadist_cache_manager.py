@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,10 +54,10 @@ PEER_BLOCKS = {"desc": {"num_tensors": 4, "shape": [8, 2, 64], "dtype": "DT_FLOA
 
 
 class Peer:
-    """The other LLMDataDist (cluster 2), driven over JSON lines."""
+    """The other LLMDataDist (cluster 2 unless given), driven over JSON lines."""
 
-    def __init__(self, options: dict[str, str]) -> None:
-        spec = {"cluster_id": PEER, "options": options}
+    def __init__(self, options: dict[str, str], cluster_id: int = PEER) -> None:
+        spec = {"cluster_id": cluster_id, "options": options}
         self.proc = subprocess.Popen(
             [sys.executable, str(HELPERS_DIR / "cache_manager_peer.py"), json.dumps(spec)],
             stdin=subprocess.PIPE,
@@ -306,3 +307,64 @@ dd.finalize()
         check=False,
     )
     assert out.stdout.strip() == "LLM_PARAM_INVALID", out.stderr
+
+
+def test_comm_domain_link_pull_and_unlink() -> None:
+    """Two members link as a comm domain (rank 1 links to rank 0 at the
+    address the rank table gives), then pull from each other."""
+    port = free_port()
+    table = json.dumps(
+        {
+            "version": "1.0",
+            "server_list": [
+                {
+                    "server_id": "127.0.0.1",
+                    "device": [
+                        {
+                            "device_id": "0",
+                            "device_ip": "127.0.0.1",
+                            "device_port": port,
+                            "rank_id": "0",
+                        },
+                        {
+                            "device_id": "1",
+                            "device_ip": "127.0.0.1",
+                            "device_port": 1,
+                            "rank_id": "1",
+                        },
+                    ],
+                }
+            ],
+        }
+    )
+    first = Peer(_options(True, f"127.0.0.1:{port}"), cluster_id=3)
+    second = Peer(_options(True), cluster_id=4)
+    try:
+        ranks = {"ranks": {"3": 0, "4": 1}}
+        assert first.call("link", "domain", ranks, table) == {"ok": 1}
+        assert second.call("link", "domain", ranks, table) == {"ok": 1}
+        for peer in (first, second):
+            status = "PREPARING"
+            for _ in range(400):
+                status = peer.call("query_register_mem_status", 1)["ok"]
+                if status != "PREPARING":
+                    break
+                threading.Event().wait(0.025)
+            assert status == "OK"
+        src = first.call("allocate_cache", PEER_DESC)["ok"]
+        first.send(cmd="fill", cache=src["index"], seed=8)
+        dst = second.call("allocate_cache", PEER_DESC)["ok"]["index"]
+        key = {"key": ["id", 3, src["cache_id"], 1]}
+        assert second.call("pull_cache", key, {"cache": dst}) == {"ok": None}
+        assert second.dump(dst)[1][:SLICE] == pattern(1, DESC.size, 8)[SLICE:]
+        assert second.call("unlink", 1) == {"ok": None}
+        assert second.call("query_register_mem_status", 1)["error"] == int(
+            LLMStatusCode.LLM_NOT_YET_LINK
+        )
+        bad = second.call("link", "domain", {"ranks": {"5": 0, "4": 1}}, "{}")
+        assert bad["error"] == int(LLMStatusCode.LLM_LINK_FAILED)  # no address for rank 0
+        not_member = second.call("link", "domain", {"ranks": {"5": 0, "6": 1}}, table)
+        assert not_member["error"] == int(LLMStatusCode.LLM_PARAM_INVALID)
+    finally:
+        second.close()
+        first.close()

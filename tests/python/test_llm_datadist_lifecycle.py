@@ -244,8 +244,9 @@ def test_managers_and_role_calls(decoder: LLMDataDist) -> None:
         decoder.switch_role(LLMRole.PROMPT)
     assert info.value.status_code is PARAM_INVALID
     with pytest.raises(LLMException) as info:
-        decoder.switch_role(LLMRole.PROMPT, {"llm.listenIpInfo": "127.0.0.1:1"})
-    assert info.value.status_code is LLMStatusCode.LLM_FEATURE_NOT_ENABLED
+        decoder.switch_role(LLMRole.PROMPT, {"llm.listenIpInfo": "300.1.1.1:1"})
+    assert info.value.status_code is PARAM_INVALID
+    assert decoder.kv_cache_manager._role is LLMRole.DECODER
     with pytest.raises(TypeError):
         decoder.switch_role(2)  # type: ignore[arg-type]
 

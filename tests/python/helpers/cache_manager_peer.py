@@ -6,9 +6,11 @@ and then answers JSON commands on stdin, one line each:
 
 - ``{"cmd": "call", "method": name, "args": [...], "kwargs": {...}}`` runs
   ``cache_manager.<name>`` (or ``datadist.<name>`` for ``link_clusters``,
-  ``unlink_clusters``, ``switch_role``); arguments may be ``{"cache": i}``
+  ``unlink_clusters``, ``switch_role``, ``link``, ``unlink``,
+  ``query_register_mem_status``); arguments may be ``{"cache": i}``
   (the i-th cache this peer made), ``{"key": [...]}`` (see ``_key``),
-  ``{"range": [a, b]}`` or ``{"cluster": [id, ip, port]}``. Answers
+  ``{"range": [a, b]}``, ``{"cluster": [id, ip, port]}`` or
+  ``{"ranks": {"id": rank}}`` (a dict with int keys). Answers
   ``{"ok": result}`` (a new cache's index for allocate/register) or
   ``{"error": code, "type": exception class name}``.
 - ``{"cmd": "fill", "cache": i, "seed": s}``, ``{"cmd": "dump", "cache": i}``
@@ -63,6 +65,8 @@ def main() -> int:
         if isinstance(value, dict) and "desc" in value:
             d = value["desc"]
             return CacheDesc(d["num_tensors"], d["shape"], DataType[d["dtype"]])
+        if isinstance(value, dict) and "ranks" in value:
+            return {int(k): v for k, v in value["ranks"].items()}
         if isinstance(value, dict) and "cluster" in value:
             cluster_id, ip, port = value["cluster"]
             info = LLMClusterInfo()
@@ -93,9 +97,15 @@ def main() -> int:
             print(json.dumps({"ok": data}), flush=True)
             continue
         method = command["method"]
-        owner = (
-            datadist if method in ("link_clusters", "unlink_clusters", "switch_role") else manager
+        on_datadist = (
+            "link_clusters",
+            "unlink_clusters",
+            "switch_role",
+            "link",
+            "unlink",
+            "query_register_mem_status",
         )
+        owner = datadist if method in on_datadist else manager
         try:
             result = getattr(owner, method)(
                 *[arg(a) for a in command.get("args", [])],
@@ -112,6 +122,8 @@ def main() -> int:
             result = {"index": len(caches) - 1, "cache_id": result.cache_id}
         elif isinstance(result, tuple):
             result = [int(result[0]), [int(r) for r in result[1]]]
+        elif hasattr(result, "name"):  # an enum (RegisterMemStatus)
+            result = result.name
         print(json.dumps({"ok": result}), flush=True)
     datadist.finalize()
     return 0
