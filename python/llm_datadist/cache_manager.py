@@ -14,6 +14,7 @@ from typing import Any
 
 from llm_datadist import _native
 from llm_datadist import _op_checks as _ops
+from llm_datadist import _transfer
 from llm_datadist._checks import (
     check_dict,
     check_int64,
@@ -488,116 +489,35 @@ class CacheManager:
             src_cache.cache_desc.placement == Placement.HOST,
             "src cache not support placement HOST",
         )
-        for name, indices in (
-            ("dst_block_indices", dst_block_indices),
-            ("src_block_indices", src_block_indices),
-        ):
-            if indices is not None:
-                check_isinstance(name, indices, [list, tuple], int)
-                check_list_uint64(name, list(indices))
-        if dst_block_memory_size is not None:
-            check_uint64("dst_block_memory_size", dst_block_memory_size)
+        _transfer.check_block_lists(src_block_indices, dst_block_indices, dst_block_memory_size)
         if src_block_indices:
-            raise_if_false(dst_block_indices, "transfer from blocks to cache is not supported")
-            raise_if_false(
-                len(src_block_indices) == len(dst_block_indices or ()),
-                "num_block_indices mismatches, src_num = {0}, dst_num = {1}",
-                len(src_block_indices),
-                len(dst_block_indices or ()),
-            )
+            _transfer.check_src_blocks(src_block_indices, dst_block_indices)
         elif dst_block_indices:
             raise_if_false(
                 dst_block_memory_size, "dst_block_memory_size is required for cache to blocks"
             )
-        check_isinstance(
-            "layer_synchronizer", layer_synchronizer, LayerSynchronizer, allow_none=False
-        )
         config_type = TransferWithCacheKeyConfig if self._remote_access else TransferConfig
-        check_isinstance(
-            "transfer_configs", transfer_configs, [list, tuple], config_type, allow_none=False
-        )
-        raise_if_false(
-            dst_block_indices or dst_block_memory_size in (None, 0),
-            "dst_block_memory_size ({0}) is neither None nor 0 while dst is not blocks",
+        num_layers = _transfer.check_synchronizer_and_configs(
+            layer_synchronizer,
+            transfer_configs,
+            config_type,
+            dst_block_indices,
             dst_block_memory_size,
+            src_cache.cache_desc,
         )
-        desc = src_cache.cache_desc
-        raise_if_false(
-            desc.num_tensors % _NUM_TENSORS_PER_LAYER == 0,
-            "cache_desc.num_tensors ({0}) is not even",
-            desc.num_tensors,
+        configs = _transfer.native_configs(
+            transfer_configs, num_layers, src_block_indices, _key_tuple
         )
-        num_layers = desc.num_tensors // _NUM_TENSORS_PER_LAYER
-        native_configs: list[tuple[Any, ...]] = []
-        dst_keys: list[Any] = []
-        for config in transfer_configs:
-            layers = config.src_layer_range or range(0, num_layers)
-            if src_block_indices:
-                raise_if_false(
-                    config.src_batch_index == 0,
-                    "src_batch_index ({0}) != 0 while src is blocks",
-                    config.src_batch_index,
-                )
-            raise_if_false(
-                0 <= layers.start < layers.stop <= num_layers,
-                "src_layer_range: {0} out of range, src_layer_num = {1}",
-                layers,
-                num_layers,
-            )
-            if isinstance(config, TransferWithCacheKeyConfig):
-                native_configs.append(
-                    (config.dst_cluster_id, [], layers.start, layers.stop, config.src_batch_index)
-                )
-                dst = config.dst_layer_range
-                dst_keys.append((_key_tuple(config.cache_key), (dst.start, dst.stop)))
-                continue
-            expected = len(layers) * _NUM_TENSORS_PER_LAYER
-            raise_if_false(
-                len(config.dst_addrs) == expected,
-                "expect {0} dst_addrs, but len(dst_addrs) = {1}, range = {2}",
-                expected,
-                len(config.dst_addrs),
-                layers,
-            )
-            native_configs.append(
-                (
-                    config.dst_cluster_id,
-                    list(config.dst_addrs),
-                    layers.start,
-                    layers.stop,
-                    config.src_batch_index,
-                )
-            )
-            dst_keys.append(None)
-
-        def synchronize(layer_index: int, _timeout_ms: int | None) -> bool:
-            return bool(layer_synchronizer.synchronize_layer(layer_index, None))
-
-        task = _native.call(
-            "[transfer_cache_async]",
-            f"cache_id = {src_cache.cache_id}",
-            self._native.transfer,
+        return _transfer.start(
+            self._native,
             src_cache.cache_id,
-            desc.num_tensors,
-            list(desc.shape),
-            desc.data_type.value,
-            desc.batch_dim,
-            list(src_cache.tensor_addrs),
-            synchronize,
-            native_configs,
-            list(src_block_indices or []),
-            list(dst_block_indices or []),
-            dst_block_memory_size,
-            sync_timeout_ms=None,
-            unbounded=True,
+            src_cache.cache_desc,
+            src_cache.tensor_addrs,
+            layer_synchronizer,
+            configs,
+            (src_block_indices, dst_block_indices, dst_block_memory_size),
             exclusive=False,
-            dst_keys=dst_keys,
-        )
-        return CacheTask(
-            task,
-            len(transfer_configs),
-            LLMStatusCode.LLM_TIMEOUT,
-            keep_alive=(synchronize, layer_synchronizer),
+            timeout_code=LLMStatusCode.LLM_TIMEOUT,
         )
 
     # -- local operations -------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 from llm_datadist import _native
 from llm_datadist import _op_checks as _ops
+from llm_datadist import _transfer
 from llm_datadist._checks import (
     check_dict,
     check_int32,
@@ -180,115 +181,40 @@ class KvCacheManager:
         thread. Returns a ``CacheTask`` at once.
         """
         self._check_is_inited()
-        # 1. role
+        # 1. role, 2. source cache
         self._check_role("transfer_cache_async", LLMRole.PROMPT)
-        # 2. source cache
         check_isinstance("src_cache", src_cache, KvCache, allow_none=False)
-        # 3. block index lists (dst first, as in the original)
-        _check_block_indices("dst_block_indices", dst_block_indices)
-        _check_block_indices("src_block_indices", src_block_indices)
-        # 4. destination block size
-        if dst_block_memory_size is not None:
-            check_uint64("dst_block_memory_size", dst_block_memory_size)
+        # 3. block index lists, 4. destination block size
+        _transfer.check_block_lists(src_block_indices, dst_block_indices, dst_block_memory_size)
         # 5. block combinations
         if src_block_indices:
-            raise_if_false(dst_block_indices, "transfer from blocks to cache is not supported")
-            raise_if_false(
-                len(src_block_indices) == len(dst_block_indices),  # type: ignore[arg-type]
-                "num_block_indices mismatches, src_num = {0}, dst_num = {1}",
-                len(src_block_indices),
-                len(dst_block_indices),  # type: ignore[arg-type]
-            )
+            _transfer.check_src_blocks(src_block_indices, dst_block_indices)
         else:
             raise_if_true(
                 dst_block_indices is not None, "transfer from cache to blocks is not supported"
             )
-        # 6. synchronizer, 7. configs
-        check_isinstance(
-            "layer_synchronizer", layer_synchronizer, LayerSynchronizer, allow_none=False
-        )
-        check_isinstance(
-            "transfer_configs", transfer_configs, [list, tuple], TransferConfig, allow_none=False
-        )
-        # 8. block size only for blocks destinations
-        raise_if_false(
-            dst_block_indices or dst_block_memory_size in (None, 0),
-            "dst_block_memory_size ({0}) is neither None nor 0 while dst is not blocks",
+        # 6. synchronizer, 7. configs, 8. block size use, 9. layers
+        num_layers = _transfer.check_synchronizer_and_configs(
+            layer_synchronizer,
+            transfer_configs,
+            TransferConfig,
+            dst_block_indices,
             dst_block_memory_size,
+            src_cache.cache_desc,
         )
-        # 9. layers
-        cache_desc = src_cache.cache_desc
-        raise_if_false(
-            cache_desc.num_tensors % _NUM_TENSORS_PER_LAYER == 0,
-            "cache_desc.num_tensors ({0}) is not even",
-            cache_desc.num_tensors,
-        )
-        num_layers = cache_desc.num_tensors // _NUM_TENSORS_PER_LAYER
         # 10. per config
-        for config in transfer_configs:
-            if config.src_layer_range is None:
-                config.src_layer_range = range(0, num_layers)
-            layer_range = config.src_layer_range
-            if src_block_indices:
-                raise_if_false(
-                    config.src_batch_index == 0,
-                    "Invalid TransferConfig, src_batch_index ({0}) != 0 while src is blocks",
-                    config.src_batch_index,
-                )
-            raise_if_false(
-                0 <= layer_range.start < layer_range.stop <= num_layers,
-                "src_layer_range: {0} out of range, src_layer_num = {1}",
-                layer_range,
-                num_layers,
-            )
-            expected = len(layer_range) * _NUM_TENSORS_PER_LAYER
-            raise_if_false(
-                len(config.dst_addrs) == expected,
-                "expect {0} dst_addrs, but len(dst_addrs) = {1}, range = {2}",
-                expected,
-                len(config.dst_addrs),
-                layer_range,
-            )
-
-        def synchronize(layer_index: int, _timeout_ms: int | None) -> bool:
-            # The original always passes timeout_in_millis=None.
-            return bool(layer_synchronizer.synchronize_layer(layer_index, None))
-
-        native_configs = [
-            (
-                config.dst_cluster_id,
-                list(config.dst_addrs),
-                config.src_layer_range.start,  # type: ignore[union-attr]
-                config.src_layer_range.stop,  # type: ignore[union-attr]
-                config.src_batch_index,
-            )
-            for config in transfer_configs
-        ]
+        configs = _transfer.native_configs(transfer_configs, num_layers, src_block_indices)
         addrs = src_cache.per_device_tensor_addrs[0] if src_cache.per_device_tensor_addrs else []
-        task = _native.call(
-            "[transfer_cache_async]",
-            f"cache_id = {src_cache.cache_id}",
-            self._native.transfer,
+        return _transfer.start(
+            self._native,
             src_cache.cache_id,
-            cache_desc.num_tensors,
-            list(cache_desc.shape),
-            cache_desc.data_type.value,
-            cache_desc.batch_dim,
-            list(addrs),
-            synchronize,
-            native_configs,
-            list(src_block_indices or []),
-            list(dst_block_indices or []),
-            dst_block_memory_size,
-            sync_timeout_ms=None,
-            unbounded=True,
+            src_cache.cache_desc,
+            addrs,
+            layer_synchronizer,
+            configs,
+            (src_block_indices, dst_block_indices, dst_block_memory_size),
             exclusive=True,
-        )
-        return CacheTask(
-            task,
-            len(transfer_configs),
-            LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT,
-            keep_alive=(synchronize, layer_synchronizer),
+            timeout_code=LLMStatusCode.LLM_WAIT_PROCESS_TIMEOUT,
         )
 
     # -- pulls and keys (DECODER pulls what a PROMPT keeps under keys) ------

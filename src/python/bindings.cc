@@ -38,6 +38,17 @@ void check(const Status& s) {
   if (!s.ok()) raise_status(s);
 }
 
+// Runs a blocking call without the GIL; raises its failure.
+template <typename Call>
+void without_gil(Call call) {
+  Status s;
+  {
+    py::gil_scoped_release nogil;
+    s = call();
+  }
+  check(s);
+}
+
 bool interpreter_alive() {
 #if PY_VERSION_HEX >= 0x030D0000
   return Py_IsInitialized() && !Py_IsFinalizing();
@@ -261,21 +272,11 @@ class PyDataDist {
     return {c->cache_id, c->tensor_addrs};
   }
   void deallocate(int64_t cache_id) {
-    Status s;
-    {
-      py::gil_scoped_release nogil;
-      s = manager()->deallocate_cache(cache_id);
-    }
-    check(s);
+    without_gil([&] { return manager()->deallocate_cache(cache_id); });
   }
 
   void switch_role(int role, const std::string& listen) {
-    Status s;
-    {
-      py::gil_scoped_release nogil;
-      s = dd_->switch_role(static_cast<kvdist::Role>(role), listen);
-    }
-    check(s);
+    without_gil([&] { return dd_->switch_role(static_cast<kvdist::Role>(role), listen); });
   }
 
   void bind_keys(int64_t cache_id, const std::vector<KeyTuple>& keys) {
@@ -306,12 +307,7 @@ class PyDataDist {
     spec.timeout_ms = timeout_ms;
     const kvdist::KvCache c = to_cache(dst);
     const kvdist::CacheKey k = to_key(key);
-    Status s;
-    {
-      py::gil_scoped_release nogil;
-      s = manager()->pull_cache(k, c, spec);
-    }
-    check(s);
+    without_gil([&] { return manager()->pull_cache(k, c, spec); });
   }
 
   void push(const CacheTuple& src, const KeyTuple& key, uint32_t src_batch_index,
@@ -328,12 +324,7 @@ class PyDataDist {
     spec.timeout_ms = timeout_ms;
     const kvdist::KvCache c = to_cache(src);
     const kvdist::CacheKey k = to_key(key);
-    Status s;
-    {
-      py::gil_scoped_release nogil;
-      s = manager()->push_cache(c, k, spec);
-    }
-    check(s);
+    without_gil([&] { return manager()->push_cache(c, k, spec); });
   }
 
   void copy_cache(const CacheTuple& dst, const CacheTuple& src, uint32_t dst_batch,
@@ -341,31 +332,16 @@ class PyDataDist {
     kvdist::CopySpec spec{dst_batch, src_batch, offset, size};
     const kvdist::KvCache d = to_cache(dst);
     const kvdist::KvCache c = to_cache(src);
-    Status s;
-    {
-      py::gil_scoped_release nogil;
-      s = manager()->copy_cache(d, c, spec);
-    }
-    check(s);
+    without_gil([&] { return manager()->copy_cache(d, c, spec); });
   }
   void copy_blocks(const CacheTuple& cache, const Pairs& pairs) {
     const kvdist::KvCache c = to_cache(cache);
-    Status s;
-    {
-      py::gil_scoped_release nogil;
-      s = manager()->copy_blocks(c, pairs);
-    }
-    check(s);
+    without_gil([&] { return manager()->copy_blocks(c, pairs); });
   }
   void swap_blocks(const CacheTuple& src, const CacheTuple& dst, const Pairs& pairs) {
     const kvdist::KvCache a = to_cache(src);
     const kvdist::KvCache b = to_cache(dst);
-    Status s;
-    {
-      py::gil_scoped_release nogil;
-      s = manager()->swap_blocks(a, b, pairs);
-    }
-    check(s);
+    without_gil([&] { return manager()->swap_blocks(a, b, pairs); });
   }
   py::bytes read_tensor(const CacheTuple& cache, uint32_t index) {
     const kvdist::KvCache c = to_cache(cache);
@@ -442,12 +418,7 @@ class PyDataDist {
 
   void send_message(uint64_t cluster, const py::bytes& payload) {
     std::string bytes = payload;
-    Status s;
-    {
-      py::gil_scoped_release nogil;
-      s = dd_->send_message(cluster, bytes);
-    }
-    check(s);
+    without_gil([&] { return dd_->send_message(cluster, bytes); });
   }
   std::vector<std::tuple<uint64_t, py::bytes>> receive_messages(size_t max, int32_t timeout_ms) {
     std::vector<kvdist::PeerMessage> msgs;
@@ -464,12 +435,7 @@ class PyDataDist {
 
  private:
   void init_with(const kvdist::Options& o) {
-    Status s;
-    {
-      py::gil_scoped_release nogil;
-      s = dd_->init(o);
-    }
-    check(s);
+    without_gil([&] { return dd_->init(o); });
   }
   using LinkCall = kvdist::LinkResult (kvdist::DataDist::*)(const std::vector<kvdist::ClusterInfo>&,
                                                             int32_t);

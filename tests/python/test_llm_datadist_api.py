@@ -751,7 +751,12 @@ def test_transfer_valid_calls_reach_native() -> None:
     assert args[3] == DataType.DT_FLOAT16.value
     assert args[7] == [(2, list(config.dst_addrs), 0, 4, 0)]
     assert (args[8], args[9], args[10]) == ([], [], 0)
-    assert kwargs == {"sync_timeout_ms": None, "unbounded": True, "exclusive": True}
+    assert kwargs == {
+        "sync_timeout_ms": None,
+        "unbounded": True,
+        "exclusive": True,
+        "dst_keys": [None],
+    }
     # The synchronizer given to kvdist calls the user's with timeout None.
     assert args[6](3, 1000) is True
     assert sync.calls == [(3, None)]

@@ -20,7 +20,14 @@ import pytest
 
 pytest.importorskip("kvdist._kvdist")
 
-from helpers.llm_helpers import HELPERS_DIR, child_env, free_port, pattern, write_bytes
+from helpers.llm_helpers import (
+    HELPERS_DIR,
+    child_env,
+    free_port,
+    pattern,
+    run_script,
+    write_bytes,
+)
 from llm_datadist import (
     BlocksCacheKey,
     Cache,
@@ -298,14 +305,7 @@ except LLMException as exc:
     print(exc.status_code.name)
 dd.finalize()
 """
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=60,
-        check=False,
-    )
+    out = run_script(script)
     assert out.stdout.strip() == "LLM_PARAM_INVALID", out.stderr
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +19,14 @@ import pytest
 
 pytest.importorskip("kvdist._kvdist")
 
-from helpers.llm_helpers import DecoderPeer, free_port, pattern, write_bytes  # noqa: E402
+from helpers.llm_helpers import (  # noqa: E402
+    DecoderPeer,
+    child_env,
+    free_port,
+    pattern,
+    run_script,
+    write_bytes,
+)
 from llm_datadist import (  # noqa: E402
     BlocksCacheKey,
     CacheDesc,
@@ -291,11 +300,6 @@ for line in sys.stdin:
         print(exc.status_code.name, flush=True)
 dd.finalize()
 """
-    import subprocess
-    import sys
-
-    from helpers.llm_helpers import child_env
-
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-c", script, str(port)],
@@ -340,17 +344,5 @@ except LLMException as exc:
     print(exc.status_code.name)
 dd.finalize()
 """
-    import subprocess
-    import sys
-
-    from helpers.llm_helpers import child_env
-
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-        timeout=60,
-        check=False,
-    )
+    out = run_script(script)
     assert out.stdout.strip() == "switched", out.stderr

@@ -151,6 +151,17 @@ int main() {
   auto reply = [](const std::string& s) {
     std::cout << s << std::endl;  // flush: the test waits for each line
   };
+  // "ok <cache_id> <addr>..." for a new cache (kept for later commands).
+  auto reply_cache = [&](const kvdist::Result<kvdist::KvCache>& c) {
+    if (!c.ok()) {
+      reply("err " + code_str(c.status().code()) + " " + c.status().message());
+      return;
+    }
+    std::string out = "ok " + std::to_string(c->cache_id);
+    for (uint64_t a : c->tensor_addrs) out += " " + std::to_string(a);
+    caches[c->cache_id] = c.value();
+    reply(out);
+  };
   if (const char* log = std::getenv("KVDIST_TEST_STDERR")) {
     if (std::freopen(log, "w", stderr) != nullptr) std::setvbuf(stderr, nullptr, _IONBF, 0);
   }
@@ -192,14 +203,7 @@ int main() {
       while (in >> dim) d.shape.push_back(dim);
       auto c = blocks ? dd->cache_manager()->allocate_blocks_cache(d)
                       : dd->cache_manager()->allocate_cache(d);
-      if (!c.ok()) {
-        reply("err " + code_str(c.status().code()) + " " + c.status().message());
-        continue;
-      }
-      std::string out = "ok " + std::to_string(c->cache_id);
-      for (uint64_t a : c->tensor_addrs) out += " " + std::to_string(a);
-      caches[c->cache_id] = c.value();
-      reply(out);
+      reply_cache(c);
     } else if (cmd == "register") {
       kvdist::CacheDesc d;
       d.data_type = kvdist::DataType::kUint8;
@@ -348,14 +352,7 @@ int main() {
         }
         c = dd->cache_manager()->allocate_cache(d, keys);
       }
-      if (!c.ok()) {
-        reply("err " + code_str(c.status().code()) + " " + c.status().message());
-        continue;
-      }
-      std::string out = "ok " + std::to_string(c->cache_id);
-      for (uint64_t a : c->tensor_addrs) out += " " + std::to_string(a);
-      caches[c->cache_id] = c.value();
-      reply(out);
+      reply_cache(c);
     } else if (cmd == "rmkey") {
       kvdist::CacheKey k;
       k.prompt_cluster_id = dd->cluster_id();

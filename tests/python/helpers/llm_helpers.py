@@ -30,6 +30,19 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def run_script(script: str, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """Runs ``python -c script args`` (an LLMDataDist of its own: one per
+    process) and returns its captured output."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=timeout_s,
+        check=False,
+    )
+
+
 def free_port() -> int:
     """A TCP port that was free a moment ago on 127.0.0.1."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
