@@ -509,6 +509,10 @@ class FakeNative:
         self.calls.append((args, kwargs))
         return FakeTask([0] * len(args[7]))
 
+    def allocate(self, num_tensors: int, *args: Any) -> tuple[int, list[int]]:
+        self.names.append("allocate")
+        return 1, [0x1000 * (i + 1) for i in range(num_tensors)]
+
     def read_tensor(self, cache: tuple[Any, ...], index: int) -> bytes:
         self.names.append("read_tensor")
         size = 2  # the table's caches are DT_FLOAT16
@@ -968,3 +972,170 @@ def test_threading_is_not_needed_for_validation() -> None:
     with pytest.raises(LLMException):
         manager.transfer_cache_async(_cache(7), Sync(), [_config()])
     assert threading.active_count() == before
+
+
+# ---- CacheManager mode: the original's checks, in its order -----------------
+
+_CM_DESC = CacheDesc(4, [2, 16], DataType.DT_FLOAT16)
+_CM_HOST = CacheDesc(4, [2, 16], DataType.DT_FLOAT16, Placement.HOST)
+_CM_ARGS: dict[str, Any] = {
+    "cache": lambda: llm_datadist.Cache(7, _CM_DESC, [0x1000 + 0x100 * i for i in range(4)]),
+    "blocks": lambda: llm_datadist.Cache(
+        8, _CM_DESC, [0x2000 + 0x100 * i for i in range(4)], is_blocks_cache=True
+    ),
+    "host": lambda: llm_datadist.Cache.create_cpu_cache(
+        _CM_HOST, [0x3000 + 0x100 * i for i in range(4)]
+    ),
+    "id": lambda: llm_datadist.CacheKeyByIdAndIndex(2, 9, 1),
+    "bkey": lambda: llm_datadist.BlocksCacheKey(2, 3),
+    "sync": lambda: Sync(),
+}
+_POOLS = {"llm.MemPoolConfig": '{"memory_size": 1048576}'}
+_REMOTE = {**_POOLS, "llm.EnableRemoteCacheAccessible": "1"}
+# (options, method, args, kwargs, exception or None, status code or native call)
+CM_CASES: list[tuple[dict[str, str], str, tuple[Any, ...], dict[str, Any], Any, Any]] = [
+    # allocation: types, tensor count, then a pool for the placement
+    (_POOLS, "allocate_cache", ("desc",), {}, TypeError, None),
+    (
+        _POOLS,
+        "allocate_cache",
+        (CacheDesc(0, [2], DataType.DT_FLOAT16),),
+        {},
+        LLMException,
+        PARAM_INVALID,
+    ),
+    ({}, "allocate_cache", (_CM_DESC,), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "allocate_cache", (_CM_HOST,), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "allocate_cache", (_CM_DESC, [CacheKey(1, 2)]), {}, None, "allocate"),
+    (_POOLS, "allocate_blocks_cache", (_CM_DESC, "id"), {}, TypeError, None),
+    (_POOLS, "allocate_blocks_cache", (_CM_DESC, "bkey"), {}, None, "allocate"),
+    # registration
+    (_POOLS, "register_cache", (_CM_DESC, []), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "register_cache", (_CM_DESC, [1, 2, 3]), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "register_cache", (_CM_DESC, [1, 2, 0, 4]), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "register_cache", (_CM_DESC, [1, 2, 3, 4], (), 1), {}, TypeError, None),
+    (_POOLS, "unregister_cache", ("7",), {}, TypeError, None),
+    (_POOLS, "unregister_cache", (7,), {}, None, "deallocate"),
+    # freeing: the kind of cache each takes
+    (_POOLS, "deallocate_cache", ("blocks",), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "deallocate_blocks_cache", ("cache",), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "deallocate_blocks_cache", ("blocks",), {}, None, "deallocate"),
+    # pulls: key type by mode, cache, batch, size, kind, per-layer count, ids
+    (_REMOTE, "pull_cache", (CacheKey(2, 1), "cache"), {}, TypeError, None),
+    (_POOLS, "pull_cache", (CacheKey(2, 1), "cache"), {}, None, "pull"),
+    (_POOLS, "pull_cache", ("id", "cache", -1), {}, ValueError, None),
+    (_POOLS, "pull_cache", ("id", "blocks"), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "pull_cache", ("id", "cache", 0, 0), {}, LLMException, PARAM_INVALID),
+    (
+        _POOLS,
+        "pull_cache",
+        ("id", "cache"),
+        {"tensor_num_per_layer": 0},
+        LLMException,
+        PARAM_INVALID,
+    ),
+    (_POOLS, "pull_cache", (CacheKey(2, 2**64 - 1), "cache"), {}, LLMException, PARAM_INVALID),
+    (
+        _REMOTE,
+        "pull_cache",
+        ("id", "cache"),
+        {"src_layer_range": range(0, 2, 2)},
+        LLMException,
+        PARAM_INVALID,
+    ),
+    (_REMOTE, "pull_cache", ("id", "cache"), {}, None, "pull"),
+    (_POOLS, "pull_blocks", ("bkey", "cache", [0], [1]), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "pull_blocks", ("bkey", "blocks", [0], []), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "pull_blocks", ("bkey", "blocks", [], [1]), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "pull_blocks", ("bkey", "blocks", [0, 1], [1]), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "pull_blocks", ("bkey", "blocks", [0], [1]), {}, None, "pull"),
+    # pushes: remote access first, then key and cache types, ranges, size
+    (_POOLS, "push_cache", ("id", "cache"), {}, LLMException, PARAM_INVALID),
+    (_REMOTE, "push_cache", ("bkey", "cache"), {}, TypeError, None),
+    (_REMOTE, "push_cache", ("id", "blocks"), {}, LLMException, PARAM_INVALID),
+    (
+        _REMOTE,
+        "push_cache",
+        ("id", "cache"),
+        {"src_layer_range": range(1, 1)},
+        LLMException,
+        PARAM_INVALID,
+    ),
+    (
+        _REMOTE,
+        "push_cache",
+        ("id", "cache"),
+        {"dst_layer_range": range(0, 1)},
+        LLMException,
+        PARAM_INVALID,
+    ),
+    (_REMOTE, "push_cache", ("id", "cache"), {"size": 64}, LLMException, PARAM_INVALID),
+    (_REMOTE, "push_cache", ("id", "cache"), {}, None, "push"),
+    (_POOLS, "push_blocks", ("bkey", "blocks", [0], [1]), {}, LLMException, PARAM_INVALID),
+    (_REMOTE, "push_blocks", ("bkey", "cache", [0], [1]), {}, LLMException, PARAM_INVALID),
+    (_REMOTE, "push_blocks", ("bkey", "blocks", [0], []), {}, LLMException, PARAM_INVALID),
+    (_REMOTE, "push_blocks", ("bkey", "blocks", [0], [1]), {}, None, "push"),
+    # transfer_cache_async: source, blocks, synchronizer, config type by mode
+    (_REMOTE, "transfer_cache_async", ("host", "sync", []), {}, LLMException, PARAM_INVALID),
+    (_REMOTE, "transfer_cache_async", ("cache", "sync", [], [0]), {}, LLMException, PARAM_INVALID),
+    (
+        _REMOTE,
+        "transfer_cache_async",
+        ("cache", "sync", [], None, [0]),
+        {},
+        LLMException,
+        PARAM_INVALID,
+    ),
+    (_REMOTE, "transfer_cache_async", ("cache", None, []), {}, TypeError, None),
+    (
+        _REMOTE,
+        "transfer_cache_async",
+        ("cache", "sync", [TransferConfig(2, [1, 2, 3, 4])]),
+        {},
+        TypeError,
+        None,
+    ),
+    (
+        _POOLS,
+        "transfer_cache_async",
+        ("cache", "sync", [TransferConfig(2, [1, 2, 3, 4])]),
+        {},
+        None,
+        "transfer",
+    ),
+    # local operations
+    (_POOLS, "copy_cache", ("blocks", "cache"), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "copy_cache", ("cache", "cache", 0, 0, 0, 0), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "copy_cache", ("cache", "cache"), {}, None, "copy_cache"),
+    (_POOLS, "copy_blocks", ("cache", {0: [1]}), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "copy_blocks", ("blocks", {0: [1]}), {}, None, "copy_blocks"),
+    (_POOLS, "swap_blocks", ("cache", "host", {0: 1}), {}, LLMException, PARAM_INVALID),
+    (_POOLS, "swap_blocks", ("host", "blocks", {0: 1}), {}, None, "swap_blocks"),
+    (_POOLS, "remap_registered_memory", ("x",), {}, LLMException, PARAM_INVALID),
+]
+
+
+def _cm_arg(value: Any) -> Any:
+    return _CM_ARGS[value]() if isinstance(value, str) and value in _CM_ARGS else value
+
+
+@pytest.mark.parametrize(
+    "options, method, args, kwargs, error, code",
+    CM_CASES,
+    ids=[f"{c[1]}-{i}" for i, c in enumerate(CM_CASES)],
+)
+def test_cache_manager_mode_checks_as_the_original(
+    options: dict[str, str], method: str, args: tuple, kwargs: dict, error: Any, code: Any
+) -> None:
+    native = FakeNative()
+    manager = llm_datadist.cache_manager.CacheManager(native, options)
+    call_args = [_cm_arg(a) for a in args]
+    if error is None:
+        getattr(manager, method)(*call_args, **{k: _cm_arg(v) for k, v in kwargs.items()})
+        assert native.names == [code] or (code == "transfer" and len(native.calls) == 1)
+        return
+    with pytest.raises(error) as info:
+        getattr(manager, method)(*call_args, **{k: _cm_arg(v) for k, v in kwargs.items()})
+    if code is not None:
+        assert info.value.status_code is code, str(info.value)  # type: ignore[attr-defined]
+    assert native.calls == [] and native.names == []
