@@ -158,10 +158,12 @@ void Engine::finalize() {
   }
   inbox_->close();
   if (pull_client_) pull_client_->stop();
-  if (pull_server_) pull_server_->stop();
   // Stop every task; the transport's shutdown fails what is still in flight.
   for (auto& t : tasks) t->fail_and_stop({}, Status());
   if (transport_) transport_->shutdown();  // absent if start() failed
+  // After the transport: a request being served then fails at once
+  // instead of waiting out its deadline.
+  if (pull_server_) pull_server_->stop();
   auto deadline = Clock::now() + std::chrono::milliseconds(options_.transfer_timeout_ms);
   for (size_t i = 0; i < threads.size(); ++i) {
     // A job stuck in a synchronizer that never returns is left behind: it
