@@ -73,6 +73,37 @@ def _tiny(*extra: str) -> list[str]:
     return ["--model", "qwen2.5-7b", "--tokens", "256", "--reps", "1", *extra]
 
 
+def _pull_rows(out: Path) -> list[dict]:
+    rows = json.loads(out.read_text())["results"]
+    return [r for r in rows if r["system"] == "kvdist" and r["mode"] == "pull"]
+
+
+def test_pull_mode_verifies_every_pull(tmp_path: Path) -> None:
+    """--mode pull: the DECODER pulls the PROMPT's whole cache by its cache id
+    (paged: the push cases' block mapping); with --zero-check its cache is
+    zeroed before every timed pull and every byte compared after it."""
+    out = tmp_path / "pull.json"
+    code = main(
+        [
+            *_tiny("--reps", "2", "--mode", "bulk,pull", "--zero-check"),
+            *("--layout", "contiguous,paged", "--baselines", "", "--json", str(out)),
+        ]
+    )
+    assert code == 0
+    pulls = _pull_rows(out)
+    assert sorted(r["layout"] for r in pulls) == ["contiguous", "paged"]
+    for r in pulls:
+        assert r["ok"] and r["verified"], r
+        assert r["gbps"] > 0 and r["gbps_best"] >= r["gbps"]
+        assert r["bytes"] == 2 * 28 * 256 * 4 * 128 * 2
+        assert r["cpu_prompt_s"] >= 0 and r["cpu_decoders_s"] >= 0
+        assert r["label"].endswith(" pull")
+    # Beside the push rows of the same cases, named alike.
+    bulk = json.loads(out.read_text())["results"]
+    labels = {r["label"] for r in bulk if r["system"] == "kvdist"}
+    assert {r["label"].replace(" pull", " bulk") for r in pulls} <= labels
+
+
 def test_prompt_and_decoder_roles_over_loopback(tmp_path: Path) -> None:
     """--role prompt and --role decoder as two separate commands: the bench's
     commands travel as kvdist messages over the link, the bytes are verified."""
@@ -137,6 +168,22 @@ def test_netns_two_hosts(tmp_path: Path) -> None:
     mine = f"kvdist_{os.getpid()}_"
     after = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     assert mine not in after.stdout
+
+
+@pytest.mark.skipif(not _netns_works(), reason="needs root and a working `ip netns`")
+def test_netns_pull(tmp_path: Path) -> None:
+    """--mode pull between namespaces: the request and the PROMPT's writes over the veth."""
+    out = tmp_path / "netns_pull.json"
+    code = main(
+        [
+            *_tiny("--tls", "tcp", "--mode", "pull", "--zero-check", "--json", str(out)),
+            *("--baselines", "", "--netns"),
+        ]
+    )
+    assert code == 0
+    pulls = _pull_rows(out)
+    assert len(pulls) == 2
+    assert all(r["ok"] and r["verified"] and r["gbps"] > 0 and r["link"] == "veth" for r in pulls)
 
 
 def test_child_argv_keeps_the_cases() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import itertools
 import json
@@ -25,6 +26,7 @@ __all__ = ["main"]
 
 # Budget of memory a session may map (source + destinations), on a 24 GiB host.
 MAX_SESSION_BYTES = 12 << 30
+MODES = ("bulk", "layerwise", "pull")
 
 
 def _csv(kind: Any) -> Any:
@@ -39,7 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="kvdist-bench",
         description="Push model-shaped KV caches from a PROMPT to DECODER processes on this "
-        "host and report bandwidth, exposed time and overheads, beside memcpy and "
+        "host (or have the DECODERs pull them: --mode pull) and report bandwidth, "
+        "exposed time and overheads, beside memcpy and "
         "ucx_perftest. With no options: a short default case (under a minute). "
         "Two hosts: --role prompt on one, --role decoder on the other; "
         "--netns emulates them on this machine (root).",
@@ -69,7 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--mode",
         type=_csv(str),
         default=["bulk", "layerwise"],
-        help="bulk (all layers ready) and/or layerwise",
+        help="bulk (all layers ready) and/or layerwise pushes, and/or pull (the DECODER "
+        "pulls the whole cache by its cache id, the PROMPT serving; opt in)",
     )
     p.add_argument(
         "--compute-ms",
@@ -195,6 +199,9 @@ def build_cases(a: argparse.Namespace) -> list[Case]:
         else:
             raise SystemExit(f"unknown model {name!r}")
     layouts = a.layout or ["contiguous", "paged"]
+    unknown = [m for m in a.mode if m not in MODES]
+    if unknown:
+        raise SystemExit(f"unknown --mode {', '.join(unknown)} (one of {', '.join(MODES)})")
     cases = []
     for model, tokens, layout, dests, tls, memory, lanes in itertools.product(
         models, a.tokens, layouts, a.destinations, a.tls, a.memory, a.lanes
@@ -262,9 +269,10 @@ def summary(rows: list[dict[str, Any]]) -> None:
         return
     print("\nSummary")
     for r in kv:
-        if r["mode"] == "bulk":
+        if r["mode"] in ("bulk", "pull"):
             print(
-                f"  {r['label']}: {r['bytes'] / 2**20:.0f} MiB in {r['elapsed_ms']:.1f} ms "
+                f"  {r['label']}: {r['bytes'] / 2**20:.0f} MiB "
+                f"{'pulled' if r['mode'] == 'pull' else 'pushed'} in {r['elapsed_ms']:.1f} ms "
                 f"= {r['gbps']:.2f} GB/s, bytes {'verified' if r['verified'] else 'NOT verified'}"
             )
         else:
@@ -334,13 +342,17 @@ def baseline_plan(
     """The baselines of a run, as (what, measure) pairs: memcpy of each bulk case's
     bytes; ucx_perftest ucp_put_bw (the put size and the whole cache) on ``path``;
     on the network path (a tcp case, or a link between namespaces or hosts)
-    ucp_am_bw over tcp at each size of one layer's K tensor; the peers."""
+    ucp_am_bw over tcp at each size of one layer's K tensor; the peers (pushes
+    only: bulk cases; they have no pull rows)."""
     baseline_cases: dict[tuple, Case] = {}
+    pushed: set[tuple] = set()  # the keys of bulk cases: the peers' rows
     for c in cases:
-        if c.mode == "bulk":
-            baseline_cases.setdefault(
-                (c.model, c.tokens, c.layout, c.block_tokens, c.table, c.tls), c
-            )
+        if c.mode in ("bulk", "pull"):
+            key = (c.model, c.tokens, c.layout, c.block_tokens, c.table, c.tls)
+            # Labelled as the bulk case: a pull moves the same bytes.
+            baseline_cases.setdefault(key, dataclasses.replace(c, mode="bulk"))
+            if c.mode == "bulk":
+                pushed.add(key)
     copy_threads = sorted({1} | {c.lanes_used for c in cases})
     network = path.name != "loopback"
     plan: list[tuple[str, Callable[[], dict[str, Any]]]] = []
@@ -350,7 +362,12 @@ def baseline_plan(
         print(
             "--peers: no bench/peers found from here (run from a kvdist checkout)", file=sys.stderr
         )
-    for c in baseline_cases.values():
+    if a.peers and any(c.mode == "pull" for c in cases):
+        print(
+            f"--peers: {', '.join(a.peers)} measured on bulk cases only (no pull rows)",
+            file=sys.stderr,
+        )
+    for key, c in baseline_cases.items():
         if "memcpy" in a.baselines:
             for threads in copy_threads:
                 plan.append(
@@ -393,7 +410,7 @@ def baseline_plan(
                         ),
                     )
                 )
-        for system in a.peers if peers_dir is not None else []:
+        for system in a.peers if peers_dir is not None and key in pushed else []:
             plan.append(
                 (
                     f"{system} {c.label()}",

@@ -8,11 +8,20 @@ them over a Pipe or over kvdist's own peer messages):
     run layers verify_blocks block_bytes zero
                                           armed           (arrivals reset, waiting)
                                           done error arrivals cpu hashes
+    pull cache_id src_blocks dst_blocks verify_blocks block_bytes zero
+                                          armed           (zeroed if asked, waiting)
+    go                                    pulled error seconds cpu message
+                                          hashes hashes   (None: not asked)
     free                                  freed           (the cache is dropped)
     quit                                  -               (the process ends)
 
 A DECODER on another host (``--role decoder``) first links, then says
 ``hello cluster_id``; the PROMPT answers with ``setup`` for each session.
+
+``pull`` (``--mode pull``): the PROMPT names its source cache (its cache id,
+and for a paged cache the block mapping of the push cases); on ``go`` this
+DECODER pulls the whole cache into its own (batch 0 into batch 0, or the
+blocks) and answers with its own timing and CPU of the pull, then the hashes.
 """
 
 from __future__ import annotations
@@ -82,8 +91,54 @@ def serve(dd: Any, channel: Any, idle_s: float | None = None) -> None:
                 blocks = None if verify_blocks == "all" else verify_blocks
                 hashes = hash_regions(cache, blocks, block_bytes)
             channel.send(("done", error, arrivals, cpu, hashes))
+        elif kind == "pull":
+            _pull(dd, channel, cache, *msg[1:])
         else:
             raise ValueError(f"unknown bench command {kind!r}")
+
+
+def _pull(
+    dd: Any,
+    channel: Any,
+    cache: Any,
+    cache_id: int,
+    src_blocks: list[int] | None,
+    dst_blocks: list[int] | None,
+    verify_blocks: Any,
+    block_bytes: int,
+    zero: bool,
+) -> None:
+    """One timed pull of the PROMPT's cache ``cache_id`` into ``cache``."""
+    if zero:
+        for i in range(cache.num_tensors):
+            cache.tensor(i)[...] = 0
+    channel.send(("armed",))
+    go = channel.recv(WAIT_S)
+    if go[0] != "go":
+        raise ValueError(f"expected go, got {go[0]!r}")
+    error, message = 0, ""
+    cpu0 = cpu_seconds()
+    start = time.monotonic()
+    try:
+        dd.pull(
+            PROMPT_CLUSTER,
+            cache,
+            cache_id=cache_id,
+            src_batch_index=0,
+            src_blocks=src_blocks,
+            dst_blocks=dst_blocks,
+            timeout_ms=int(WAIT_S * 1000),
+        )
+    except Exception as e:  # noqa: BLE001 - reported to the PROMPT as the case's error
+        error, message = int(getattr(e, "code", -1) or -1), str(e)
+    seconds = time.monotonic() - start
+    cpu = cpu_seconds() - cpu0
+    channel.send(("pulled", error, seconds, cpu, message))
+    hashes = None
+    if verify_blocks is not None and error == 0:
+        blocks = None if verify_blocks == "all" else verify_blocks
+        hashes = hash_regions(cache, blocks, block_bytes)
+    channel.send(("hashes", hashes))
 
 
 def decoder_main(conn: Connection, port: int, cluster_id: int, tls: str, pool_bytes: int) -> None:

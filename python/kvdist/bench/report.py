@@ -46,9 +46,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         layerwise = r.get("mode") == "layerwise"
         gbps = "" if layerwise else f"{r['gbps']:.2f}"
         exposed = f"{r['exposed_ms']:.1f} ms" if r.get("exposed_ms") is not None else ""
-        layer = f"{r['layer_transfer_ms']:.1f} ms" if "layer_transfer_ms" in r else ""
-        post = f"{r['post_overhead_us']:.0f} µs" if "post_overhead_us" in r else ""
-        puts = str(r.get("puts", ""))
+        layer = f"{r['layer_transfer_ms']:.1f} ms" if r.get("layer_transfer_ms") is not None else ""
+        post = f"{r['post_overhead_us']:.0f} µs" if r.get("post_overhead_us") is not None else ""
+        puts = "" if r.get("puts") is None else str(r["puts"])
         cpu = (
             f"{r['cpu_prompt_s']:.2f} / {r['cpu_decoders_s']:.2f} s" if "cpu_prompt_s" in r else ""
         )
@@ -76,11 +76,16 @@ def write_plot(path: str, rows: list[dict[str, Any]]) -> Optional[str]:
         return "matplotlib is not installed (pip install 'kvdist[bench]')"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     systems: dict[str, list[tuple[int, float]]] = {}
+    pulls = False
     for r in rows:
-        if r.get("ok") and r.get("gbps") and r.get("mode", "bulk") == "bulk":
+        if r.get("ok") and r.get("gbps") and r.get("mode", "bulk") in ("bulk", "pull"):
             name = r["system"]
             if name == "kvdist":
-                name = f"kvdist {r['layout']}" + (f" {r['table']}" if r.get("table") else "")
+                pull = r.get("mode") == "pull"
+                pulls = pulls or pull
+                name = f"kvdist{' pull' if pull else ''} {r['layout']}" + (
+                    f" {r['table']}" if r.get("table") else ""
+                )
             systems.setdefault(name, []).append((r["put_bytes"], r["gbps"]))
     for name, points in sorted(systems.items()):
         points.sort()
@@ -88,7 +93,7 @@ def write_plot(path: str, rows: list[dict[str, Any]]) -> Optional[str]:
     ax1.set_xscale("log", base=2)
     ax1.set_xlabel("bytes per put (tensor or block)")
     ax1.set_ylabel("GB/s")
-    ax1.set_title("Bulk push bandwidth")
+    ax1.set_title("Bulk push and pull bandwidth" if pulls else "Bulk push bandwidth")
     ax1.legend(fontsize=7)
     ax1.grid(alpha=0.3)
     labels, bulk_ms, exposed_ms = [], [], []

@@ -56,9 +56,9 @@ class CaseResult:
     gbps_best: float
     elapsed_ms: float
     exposed_ms: float | None  # layer-wise: after the last layer was ready
-    layer_transfer_ms: float  # median per layer: synchronized -> confirmed
-    post_overhead_us: float  # median per layer: synchronized -> posted
-    puts: int
+    layer_transfer_ms: float | None  # median per layer: synchronized -> confirmed (not pulls)
+    post_overhead_us: float | None  # median per layer: synchronized -> posted (not pulls)
+    puts: int | None  # None: a pull (the PROMPT's writes are not counted)
     cpu_prompt_s: float
     cpu_decoders_s: float
     verified: bool
@@ -275,10 +275,58 @@ class Session:
             "error": error,
             "start": start,
             "end": end,
+            "seconds": end - start,
             "cpu": cpu,
             "answers": answers,
             "sync": sync,
             "figures": task.figures() if not error else None,
+        }
+
+    def _pull(
+        self,
+        case: Case,
+        blocks: tuple[list[int] | None, list[int] | None],
+        verify_blocks: Any,
+    ) -> dict[str, Any]:
+        """One timed pull of the whole cache by every DECODER at once, the
+        PROMPT serving; the decoders' answers with it. Each DECODER times its
+        own pull; the slowest one is the pull's time."""
+        for peer in self.peers:
+            peer.channel.send(
+                (
+                    "pull",
+                    self.src.cache_id,
+                    blocks[0],
+                    blocks[1],
+                    verify_blocks,
+                    case.block_bytes,
+                    self.zero_check,
+                )
+            )
+        for peer in self.peers:
+            if _answer(peer)[0] != "armed":
+                raise RuntimeError(f"decoder {peer.cluster_id} did not arm")
+        cpu0 = cpu_seconds()
+        for peer in self.peers:
+            peer.channel.send(("go",))
+        pulled = [_answer(peer) for peer in self.peers]
+        cpu = cpu_seconds() - cpu0
+        hashes = [_answer(peer) for peer in self.peers]
+        if any(p[0] != "pulled" for p in pulled) or any(h[0] != "hashes" for h in hashes):
+            raise RuntimeError("a decoder answered out of turn")
+        error = ""
+        if any(p[1] != 0 for p in pulled):
+            error = f"pull codes {[p[1] for p in pulled]}: " + "; ".join(
+                p[4] for p in pulled if p[4]
+            )
+        # The answers in the shape of a push's: (kind, code, -, cpu, hashes).
+        answers = [("done", p[1], None, p[3], h[1]) for p, h in zip(pulled, hashes)]
+        return {
+            "error": error,
+            "seconds": max(p[2] for p in pulled),
+            "cpu": cpu,
+            "answers": answers,
+            "figures": None,
         }
 
     def run(self, case: Case, reps: int, verify: bool) -> CaseResult:
@@ -320,7 +368,10 @@ class Session:
         for rep in range(reps + 1):  # the first one is a warm-up
             check = verify and (rep == 1 or (self.zero_check and rep > 0))
             verify_blocks = (dst_blocks if case.paged else "all") if check else None
-            r = self._push(case, dests, blocks, compute_ms, verify_blocks)
+            if case.mode == "pull":
+                r = self._pull(case, blocks, verify_blocks)
+            else:
+                r = self._push(case, dests, blocks, compute_ms, verify_blocks)
             if r["error"]:
                 return _failed(case, r["error"])
             answers = r["answers"]
@@ -329,10 +380,12 @@ class Session:
                 verified = ok if rep == 1 else verified and ok
             if rep == 0:
                 continue
-            times.append(r["end"] - r["start"])
+            times.append(r["seconds"])
             cpu_p.append(r["cpu"])
             cpu_d.append(sum(a[3] for a in answers))
             fig = r["figures"]
+            if fig is None:  # a pull: no per-layer figures
+                continue
             puts = fig["puts"]
             figs = fig["layers"]
             transfer_ms.append(
@@ -370,9 +423,9 @@ class Session:
             gbps_best=total / min(times) / 1e9,
             elapsed_ms=med * 1000,
             exposed_ms=median_or_none(exposed),
-            layer_transfer_ms=statistics.median(transfer_ms),
-            post_overhead_us=statistics.median(post_us),
-            puts=puts,
+            layer_transfer_ms=median_or_none(transfer_ms),
+            post_overhead_us=median_or_none(post_us),
+            puts=puts if case.mode != "pull" else None,
             cpu_prompt_s=statistics.median(cpu_p),
             cpu_decoders_s=statistics.median(cpu_d),
             verified=verified,
