@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of the decoders that read peers' bytes
-# (net::decode, core::decode_note) with clang (-fsanitize=fuzzer,address,
+# (net::decode, core::decode_note, the pull requests) with clang (-fsanitize=fuzzer,address,
 # undefined) into build-fuzz/, and runs each for FUZZ_SECONDS (default 30).
 # Installs clang if missing. Fails on any crash, leak or sanitizer report;
 # prints the executions of each target.
