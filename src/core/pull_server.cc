@@ -10,6 +10,9 @@ namespace {
 
 // Requests waiting to be served; more from a flooding peer are refused.
 constexpr size_t kMaxQueued = 1024;
+// A pull's writes: at most this many bytes each, this many in flight.
+constexpr uint64_t kChunkBytes = uint64_t{16} << 20;
+constexpr int kChunksInFlight = 4;
 
 Status invalid(std::string msg) { return Status(StatusCode::kParamInvalid, std::move(msg)); }
 
@@ -180,7 +183,7 @@ void PullServer::reply(uint64_t peer, uint64_t pull_id, const Status& status) {
   transport_->notify(peer, reply_note(pull_id, status));
 }
 
-void PullServer::finished(uint64_t peer) {
+void PullServer::finished_serving(uint64_t peer) {
   std::lock_guard<std::mutex> lock(mu_);
   if (--serving_[peer] <= 0) serving_.erase(peer);
 }
@@ -216,23 +219,65 @@ void PullServer::serve(uint64_t peer, const PullRequest& req) {
     std::lock_guard<std::mutex> lock(mu_);
     ++serving_[peer];
   }
+  // Several writes of at most kChunkBytes, a few in flight at a time, as a
+  // push goes layer by layer: one write of a whole paged cache would stage
+  // all of it at once on the network path (1.1 GB/s and twice the CPU,
+  // against 2.1 for the push, 4096 tokens between namespaces).
+  auto state = std::make_shared<Writes>();
+  state->peer = peer;
+  state->pull_id = req.pull_id;
+  state->cache_id = cache_id;
+  state->key = req.keep_key ? std::nullopt : source->key;
+  state->tensors = req.src_tensors;
+  uint64_t bytes = 0;
+  for (net::WriteOp& op : ops) {
+    if (state->chunks.empty() || bytes >= kChunkBytes) {
+      state->chunks.emplace_back();
+      bytes = 0;
+    }
+    bytes += op.len;
+    state->chunks.back().push_back(op);
+  }
+  post_writes(state);
+}
+
+void PullServer::post_writes(const std::shared_ptr<Writes>& state) {
+  std::vector<std::vector<net::WriteOp>> now;
+  {
+    std::lock_guard<std::mutex> lock(state->mu);
+    while (state->failure.ok() && state->in_flight < kChunksInFlight &&
+           state->next < state->chunks.size()) {
+      now.push_back(std::move(state->chunks[state->next++]));
+      ++state->in_flight;
+    }
+  }
   std::weak_ptr<PullServer> weak = weak_from_this();
-  std::weak_ptr<CacheRegistry> weak_registry = registry_;
-  std::weak_ptr<net::Transport> weak_transport = transport_;
-  std::optional<KeyId> key = req.keep_key ? std::nullopt : source->key;
-  transport_->write(peer, std::move(ops), reply_note(req.pull_id, Status()),
-                    [weak, weak_registry, weak_transport, peer, cache_id, key,
-                     pull_id = req.pull_id, tensors = req.src_tensors](const Status& done) {
-                      if (auto r = weak_registry.lock()) {
-                        r->unpin(cache_id);
-                        if (done.ok() && key) r->mark_pulled(*key, tensors);
-                      }
-                      if (!done.ok()) {
-                        if (auto t = weak_transport.lock())
-                          t->notify(peer, reply_note(pull_id, done));
-                      }
-                      if (auto self = weak.lock()) self->finished(peer);
-                    });
+  for (auto& chunk : now) {
+    transport_->write(state->peer, std::move(chunk), std::string(),
+                      [weak, state](const Status& done) {
+                        if (auto self = weak.lock()) self->wrote(state, done);
+                      });
+  }
+}
+
+void PullServer::wrote(const std::shared_ptr<Writes>& state, const Status& done) {
+  bool finished = false;
+  {
+    std::lock_guard<std::mutex> lock(state->mu);
+    --state->in_flight;
+    if (!done.ok() && state->failure.ok()) state->failure = done;
+    finished =
+        state->in_flight == 0 && (!state->failure.ok() || state->next == state->chunks.size());
+  }
+  if (!finished) {
+    post_writes(state);
+    return;
+  }
+  // Every write landed (or none can still land): the reply goes after them.
+  registry_->unpin(state->cache_id);
+  if (state->failure.ok() && state->key) registry_->mark_pulled(*state->key, state->tensors);
+  reply(state->peer, state->pull_id, state->failure);
+  finished_serving(state->peer);
 }
 
 }  // namespace kvdist::core

@@ -1,10 +1,12 @@
 // The serving side of pulls: a PROMPT (or any cluster whose caches a peer
 // names) answers kPullRequest notes. Each request is resolved against the
 // registry's keys and caches, checked (never reading outside the source
-// cache's slice or blocks), and answered with one transport write into the
-// puller's registered memory whose note is the kPullReply; a refusal is a
-// kPullReply alone. The source cache is pinned until the write is done; a
-// request key is marked pulled only once every byte landed.
+// cache's slice or blocks), and served with transport writes into the
+// puller's registered memory (16 MiB each, four in flight, as a push goes
+// layer by layer), then answered with a kPullReply once every write
+// landed; a refusal is a kPullReply alone. The source cache is pinned
+// until the writes are done; a request key is marked pulled only once
+// every byte landed.
 //
 // It also answers kResolveRequest notes (where a cache named by a key
 // lies, so that the peer can push into it: push_cache, push_blocks, and
@@ -23,7 +25,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <vector>
 
 #include "core/cache_registry.h"
 #include "core/pull_request.h"
@@ -61,8 +65,23 @@ class PullServer : public std::enable_shared_from_this<PullServer> {
   void run();
   void serve(uint64_t peer, const PullRequest& req);
   void serve_resolve(const Job& job);
+  // The writes of one pull being served.
+  struct Writes {
+    std::mutex mu;
+    uint64_t peer = 0;
+    uint64_t pull_id = 0;
+    int64_t cache_id = -1;
+    std::optional<KeyId> key;  // marked pulled once every write landed
+    std::vector<uint32_t> tensors;
+    std::vector<std::vector<net::WriteOp>> chunks;
+    size_t next = 0;
+    int in_flight = 0;
+    Status failure;
+  };
+  void post_writes(const std::shared_ptr<Writes>& state);
+  void wrote(const std::shared_ptr<Writes>& state, const Status& done);
   void reply(uint64_t peer, uint64_t pull_id, const Status& status);
-  void finished(uint64_t peer);
+  void finished_serving(uint64_t peer);
 
   std::shared_ptr<net::Transport> transport_;
   std::shared_ptr<CacheRegistry> registry_;
