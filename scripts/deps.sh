@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages kvdist needs (as root, or with sudo); only
-# what is missing.
+# Installs the Debian packages the C++ build and tests use (as root, or with
+# sudo); only what is missing. The Python package needs none of them: its
+# UCX comes from PyPI (libucx-cu12).
 set -euo pipefail
 need=()
-for pkg in build-essential cmake ninja-build pkg-config libucx-dev libssl-dev ucx-utils libgtest-dev \
+for pkg in build-essential cmake ninja-build pkg-config libucx-dev ucx-utils libgtest-dev \
            googletest iproute2 clang-format valgrind; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -21,4 +21,5 @@ if [ -z "$wheel" ]; then
   wheel=$(ls -t "$WHEELS"/kvdist-*.whl | head -n 1)
 fi
 _pip install --force-reinstall --no-deps "$wheel"
+_pip install "libucx-cu12>=1.22,<2"  # the wheel's UCX
 export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}

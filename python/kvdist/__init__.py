@@ -4,6 +4,10 @@ The native Python API over libkvdist. Code written for Huawei's
 ``llm_datadist`` should import the ``llm_datadist`` package instead.
 """
 
+from kvdist import _ucx
+
+_ucx.load()  # before anything imports the extension
+
 from kvdist.cache import Cache
 from kvdist.datadist import DataDist, Destination, LayerEvents, Link, Role, Task
 from kvdist.dtypes import DataType

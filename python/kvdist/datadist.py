@@ -7,10 +7,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
-from kvdist import _kvdist
+from kvdist._ucx import native
 from kvdist.cache import Cache, buffer_address, check_same
 from kvdist.dtypes import data_type_of
 from kvdist.status import KvdistError, StatusCode
+
+_kvdist = native()
 
 __all__ = ["DataDist", "Destination", "LayerEvents", "Link", "Role", "Task"]
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 
-from kvdist._kvdist import KvdistError
+from kvdist._ucx import native
+
+KvdistError = native().KvdistError
 
 __all__ = ["KvdistError", "StatusCode"]
 

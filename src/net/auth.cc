@@ -1,13 +1,11 @@
 #include "net/auth.h"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <sys/random.h>
 
 #include <cstdlib>
 
 #include "common/bytes.h"
+#include "net/sha256.h"
 
 namespace kvdist::net::auth {
 
@@ -29,20 +27,19 @@ std::string proof(std::string_view secret, Role role, std::string_view client_no
   w.u64(client_cluster);
   w.u64(server_cluster);
   w.bytes(worker_address);
-  std::string data = w.take();
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-           reinterpret_cast<const unsigned char*>(data.data()), data.size(), out,
-           &len) == nullptr) {
-    return {};
-  }
-  return std::string(reinterpret_cast<const char*>(out), len);
+  const Sha256::Digest mac = hmac_sha256(secret, w.take());
+  return std::string(reinterpret_cast<const char*>(mac.data()), mac.size());
 }
 
 bool matches(std::string_view want, std::string_view got) {
   if (want.empty() || want.size() != got.size()) return false;
-  return CRYPTO_memcmp(want.data(), got.data(), want.size()) == 0;
+  // Constant time: every byte is looked at, whatever differs.
+  volatile uint8_t diff = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    diff =
+        static_cast<uint8_t>(diff | (static_cast<uint8_t>(want[i]) ^ static_cast<uint8_t>(got[i])));
+  }
+  return diff == 0;
 }
 
 std::string secret_from_environment() {

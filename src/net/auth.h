@@ -1,5 +1,5 @@
-// Proof of a shared secret in the link handshake: HMAC-SHA256 (OpenSSL's
-// libcrypto) over a role label, both sides' nonces, both cluster ids and the
+// Proof of a shared secret in the link handshake: HMAC-SHA256 (net/sha256.h)
+// over a role label, both sides' nonces, both cluster ids and the
 // prover's UCX worker address, so a proof is good for one handshake, one
 // direction and one data endpoint only. Comparison in constant time.
 #ifndef KVDIST_NET_AUTH_H_
