@@ -98,6 +98,13 @@ class CacheManager:
         """False once the owning ``LLMDataDist`` was finalised."""
         return self._initialized
 
+    def _check_is_inited(self) -> None:
+        raise_if_false(
+            self._initialized,
+            "CacheManager is no longer initialized; obtain a new one after LLMDataDist.init.",
+            status_code=LLMStatusCode.LLM_ENGINE_FINALIZED,
+        )
+
     # -- allocation and registration ------------------------------------------
 
     def _check_pool(self, cache_desc: CacheDesc) -> None:
@@ -155,6 +162,7 @@ class CacheManager:
         self, cache_desc: CacheDesc, cache_keys: list[CacheKey] | tuple[CacheKey, ...] = ()
     ) -> Cache:
         """A cache from the memory pool of its placement; key i names batch i."""
+        self._check_is_inited()
         check_isinstance("cache_desc", cache_desc, CacheDesc)
         check_isinstance("cache_keys", cache_keys, [list, tuple], CacheKey)
         self._check_pool(cache_desc)
@@ -164,6 +172,7 @@ class CacheManager:
         self, cache_desc: CacheDesc, blocks_cache_key: BlocksCacheKey | None = None
     ) -> Cache:
         """A blocks cache (``shape[0]`` blocks) from the pool of its placement."""
+        self._check_is_inited()
         check_isinstance("cache_desc", cache_desc, CacheDesc)
         check_isinstance("blocks_cache_key", blocks_cache_key, BlocksCacheKey)
         self._check_pool(cache_desc)
@@ -204,6 +213,7 @@ class CacheManager:
         remote_accessible: bool | None = None,
     ) -> Cache:
         """A cache over caller-owned memory (one address per tensor)."""
+        self._check_is_inited()
         check_isinstance("cache_keys", cache_keys, [list, tuple], CacheKey)
         return self._register(
             "[register_cache]", cache_desc, addrs, list(cache_keys or ()), remote_accessible, False
@@ -217,6 +227,7 @@ class CacheManager:
         remote_accessible: bool | None = None,
     ) -> Cache:
         """A blocks cache over caller-owned memory."""
+        self._check_is_inited()
         check_isinstance("blocks_cache_key", blocks_cache_key, BlocksCacheKey)
         keys = [blocks_cache_key] if blocks_cache_key is not None else []
         return self._register(
@@ -225,6 +236,7 @@ class CacheManager:
 
     def unregister_cache(self, cache_id: int) -> None:
         """Forgets a registered cache and its keys; an unknown id is no error."""
+        self._check_is_inited()
         check_isinstance("cache_id", cache_id, int, allow_none=False)
         check_int64("cache_id", cache_id)
         _native.call(
@@ -237,18 +249,21 @@ class CacheManager:
 
     def deallocate_cache(self, cache: Cache) -> None:
         """Frees a cache (later, while keys still hold it or transfers use it)."""
+        self._check_is_inited()
         check_isinstance("cache", cache, Cache, allow_none=False)
         raise_if_true(cache.is_blocks_cache, "cache can not be blocks cache")
         self._deallocate("[deallocate_cache]", cache)
 
     def deallocate_blocks_cache(self, cache: Cache) -> None:
         """Frees a blocks cache; its blocks key goes at once."""
+        self._check_is_inited()
         check_isinstance("cache", cache, Cache, allow_none=False)
         raise_if_false(cache.is_blocks_cache, "cache should be blocks cache")
         self._deallocate("[deallocate_blocks_cache]", cache)
 
     def remove_cache_key(self, cache_key: CacheKey) -> None:
         """Unbinds a key; an unknown key is no error."""
+        self._check_is_inited()
         check_isinstance("cache_key", cache_key, CacheKey)
         _native.call(
             "[remove_cache_key]",
@@ -263,6 +278,7 @@ class CacheManager:
         The original re-registers device memory after a hardware memory error
         (UCE); process memory registered with UCX stays valid.
         """
+        self._check_is_inited()
         raise_if_false(
             isinstance(mem_infos, (list, MemInfo)), "mem_infos should be a MemInfo or a list"
         )
@@ -284,6 +300,7 @@ class CacheManager:
         **kwargs: Any,
     ) -> None:
         """Reads the peer's cache named by ``cache_key`` into batch ``batch_index`` of ``cache``."""
+        self._check_is_inited()
         src_layer_range = kwargs.get("src_layer_range")
         dst_layer_range = kwargs.get("dst_layer_range")
         tensor_num_per_layer = kwargs.get("tensor_num_per_layer", _NUM_TENSORS_PER_LAYER)
@@ -323,6 +340,7 @@ class CacheManager:
         **kwargs: Any,
     ) -> None:
         """Reads source blocks ``src_blocks[i]`` into ``dst_blocks[i]`` of ``dst_cache``."""
+        self._check_is_inited()
         src_layer_range = kwargs.get("src_layer_range")
         dst_layer_range = kwargs.get("dst_layer_range")
         tensor_num_per_layer = kwargs.get("tensor_num_per_layer", _NUM_TENSORS_PER_LAYER)
@@ -400,6 +418,7 @@ class CacheManager:
         tensor_num_per_layer: int = _NUM_TENSORS_PER_LAYER,
     ) -> None:
         """Writes a batch of ``src_cache`` into the peer's cache (cache id, batch)."""
+        self._check_is_inited()
         raise_if_false(
             self._remote_access,
             "push_cache is only supported while enable_remote_cache_accessible is True",
@@ -438,6 +457,7 @@ class CacheManager:
     ) -> None:
         """Writes blocks ``src_blocks[i]`` into blocks ``dst_blocks[i]`` of the
         peer's blocks cache named by ``dst_cache_key``."""
+        self._check_is_inited()
         raise_if_false(
             self._remote_access,
             "push_blocks is only supported while enable_remote_cache_accessible is True",
@@ -484,6 +504,7 @@ class CacheManager:
     ) -> CacheTask:
         """Pushes ``src_cache`` layer by layer; with remote cache access the
         configs are ``TransferWithCacheKeyConfig`` (destinations named by key)."""
+        self._check_is_inited()
         check_isinstance("src_cache", src_cache, Cache, allow_none=False)
         raise_if_true(
             src_cache.cache_desc.placement == Placement.HOST,
@@ -533,6 +554,7 @@ class CacheManager:
         req_id: int | None = None,
     ) -> None:
         """Copies ``size`` bytes at ``offset`` of one batch of every tensor."""
+        self._check_is_inited()
         check_isinstance("dst", dst, Cache, allow_none=False)
         check_isinstance("src", src, Cache, allow_none=False)
         check_uint32("dst_batch_index", dst_batch_index)
@@ -559,6 +581,7 @@ class CacheManager:
 
     def copy_blocks(self, cache: Cache, copy_block_info: dict[int, list[int]]) -> None:
         """Copies block ``src`` to each block of ``copy_block_info[src]`` in ``cache``."""
+        self._check_is_inited()
         check_isinstance("cache", cache, Cache, allow_none=False)
         check_isinstance("copy_block_info", copy_block_info, dict, allow_none=False)
         check_dict("copy_block_info", copy_block_info, int, list)
@@ -577,6 +600,7 @@ class CacheManager:
 
     def swap_blocks(self, src_cache: Cache, dst_cache: Cache, src_to_dst: dict[int, int]) -> None:
         """Copies blocks between a HOST cache and a DEVICE blocks cache, either way."""
+        self._check_is_inited()
         check_isinstance("src_cache", src_cache, Cache, allow_none=False)
         check_isinstance("dst_cache", dst_cache, Cache, allow_none=False)
         raise_if_false(

@@ -69,6 +69,7 @@ class CommDomains:
         self._domains: dict[int, _Domain] = {}
         self._next_id = 1
         self._lock = threading.Lock()
+        self._closing = threading.Event()
 
     def link(self, cluster_rank_info: dict[int, int], rank_table: str | None) -> int:
         raise_if_false(
@@ -97,9 +98,11 @@ class CommDomains:
     ) -> None:
         deadline = time.monotonic() + _LINK_DEADLINE_S
         pending = list(targets)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self._closing.is_set():
             still = []
             for cluster_id, ip, port in pending:
+                if self._closing.is_set():
+                    break
                 left_ms = max(1, int((deadline - time.monotonic()) * 1000))
                 _, codes, _ = self._native.link([(cluster_id, ip, port)], min(left_ms, 3000))
                 if codes and codes[0] not in (0, int(LLMStatusCode.LLM_ALREADY_LINK)):
@@ -109,8 +112,17 @@ class CommDomains:
             if not pending and all(c in linked for c in others):
                 domain.status = RegisterMemStatus.OK
                 return
-            time.sleep(_RETRY_S)
+            self._closing.wait(_RETRY_S)
         domain.status = RegisterMemStatus.FAILED
+
+    def close(self) -> None:
+        """Stops every domain's linking thread and waits for it (before the
+        engine goes: a thread must not call into a finalized one)."""
+        self._closing.set()
+        with self._lock:
+            threads = [d.thread for d in self._domains.values() if d.thread is not None]
+        for thread in threads:
+            thread.join()
 
     def _get(self, comm_id: int) -> _Domain:
         with self._lock:

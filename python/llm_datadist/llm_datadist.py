@@ -251,6 +251,8 @@ class LLMDataDist:
         """Releases everything; idempotent. Unfinished transfers end with an error."""
         if not self._is_initialized:
             return
+        if self._comm_domains is not None:
+            self._comm_domains.close()
         try:
             self._native.finalize()
         finally:

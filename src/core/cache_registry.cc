@@ -323,8 +323,11 @@ Status CacheRegistry::find_source_locked(const CacheKey& key, PullSource* src, E
     if (id->space == KeyId::Space::kRequest) src->key = id;
   } else {
     src->batch_index = key.batch_index;
-    src->key = keys_.key_at(cache_id, key.batch_index);
-    via_key = src->key.has_value();
+    const std::optional<KeyId> at = keys_.key_at(cache_id, key.batch_index);
+    via_key = at.has_value();
+    // A read by id uses up the request key of that batch (as the
+    // original), never a prefix key.
+    if (at && at->space == KeyId::Space::kRequest) src->key = at;
   }
   auto it = caches_.find(cache_id);
   // A freed cache is still readable through the keys that hold it (by id

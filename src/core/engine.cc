@@ -465,10 +465,14 @@ Status Engine::push(const KvCache& src, const CacheKey& dst_key, const PushSpec&
 
 Status Engine::pull(const CacheKey& key, const KvCache& dst_in, const PullSpec& spec) {
   const uint64_t peer = key.prompt_cluster_id;
-  auto pinned = registry_->pin(dst_in.cache_id);
+  // Own references: the wait below ends at finalize, and the registry and
+  // client must outlive this call's last steps.
+  std::shared_ptr<CacheRegistry> registry = registry_;
+  std::shared_ptr<PullClient> client = pull_client_;
+  auto pinned = registry->pin(dst_in.cache_id);
   if (!pinned.ok()) return pinned.status();
   const KvCache dst = pinned.value();
-  auto unpin = [&] { registry_->unpin(dst.cache_id); };
+  auto unpin = [registry, id = dst.cache_id] { registry->unpin(id); };
   if (dst.tensor_addrs != dst_in.tensor_addrs) {
     unpin();
     return Status(StatusCode::kParamInvalid, "kv_cache does not match cache " +
@@ -486,7 +490,7 @@ Status Engine::pull(const CacheKey& key, const KvCache& dst_in, const PullSpec& 
   }
   const auto deadline = Clock::now() + std::chrono::milliseconds(
                                            spec.timeout_ms.value_or(options_.sync_kv_timeout_ms));
-  Status s = pull_client_->pull(peer, std::move(requests).value(), deadline);
+  Status s = client->pull(peer, std::move(requests).value(), deadline);
   // dst stays pinned only while the pull is known to run: after a timeout
   // the serving side's write may still land, and deallocate_cache's
   // withdrawal waits for it.

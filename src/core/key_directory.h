@@ -49,7 +49,7 @@ class KeyDirectory {
   // kFailed if the key is bound already (the original's code for it).
   Status bind(const KeyId& key, KeyBinding binding);
   const KeyBinding* find(const KeyId& key) const;
-  // The request key bound to (cache_id, batch), if any.
+  // The request or prefix key bound to (cache_id, batch), if any.
   std::optional<KeyId> key_at(int64_t cache_id, uint32_t batch) const;
   // Marks tensors as pulled (all of them if `tensors` is empty); true if
   // the key is gone now.

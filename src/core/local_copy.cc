@@ -1,6 +1,7 @@
 #include "core/local_copy.h"
 
 #include <cstring>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -109,12 +110,20 @@ Status swap_blocks(CacheRegistry& registry, const KvCache& src, const KvCache& d
                    const BlockPairs& pairs) {
   const bool swap_in = src.desc.placement == Placement::kHost;
   const KvCache& device = swap_in ? dst : src;
-  const KvCache& host = swap_in ? src : dst;
-  if (device.desc.placement != Placement::kDevice || host.desc.placement != Placement::kHost) {
+  const KvCache& host_in = swap_in ? src : dst;
+  if (device.desc.placement != Placement::kDevice || host_in.desc.placement != Placement::kHost) {
     return invalid("swap_blocks copies between a HOST and a DEVICE cache");
   }
   Pinned d(registry, device, swap_in ? "dst" : "src");
   if (!d.status().ok()) return d.status();
+  // A HOST cache of this manager (CacheManager mode's host pool) is pinned
+  // too; caller memory (create_cpu_cache, id -1) is the caller's to keep.
+  std::optional<Pinned> pinned_host;
+  if (host_in.cache_id >= 0) {
+    pinned_host.emplace(registry, host_in, swap_in ? "src" : "dst");
+    if (!pinned_host->status().ok()) return pinned_host->status();
+  }
+  const KvCache& host = pinned_host ? pinned_host->cache() : host_in;
   Status valid = host.desc.validate();
   if (!valid.ok()) return valid;
   const uint64_t host_rows = static_cast<uint64_t>(host.desc.shape[0]);

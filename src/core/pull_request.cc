@@ -60,6 +60,10 @@ Result<std::vector<PullRequest>> plan_pull_requests(const CacheKey& key, const K
   if (dst_tensors.empty()) {
     for (uint32_t t = 0; t < num_tensors; ++t) dst_tensors.push_back(t);
   }
+  if (dst_tensors.size() > kMaxTensors) {
+    return invalid("a pull of more than " + std::to_string(kMaxTensors) +
+                   " tensors: give layer ranges");
+  }
   for (uint32_t t : dst_tensors) {
     if (t >= num_tensors) {
       return invalid("dst_layer_range reaches tensor " + std::to_string(t) + " of a cache of " +
@@ -113,7 +117,8 @@ Result<std::vector<PullRequest>> plan_pull_requests(const CacheKey& key, const K
   const size_t fixed = 256 + 4 * req.src_tensors.size() + 8 * req.dst_addrs.size();
   const size_t budget = 60 * 1024 - 512;
   if (fixed + 16 > budget) return invalid("too many tensors in one pull_blocks");
-  const size_t per_request = std::min(kMaxPullBlockPairs, (budget - fixed) / 16);
+  const size_t per_request =
+      std::min({kMaxPullBlockPairs, (budget - fixed) / 16, kMaxPullRanges / req.dst_addrs.size()});
   std::vector<PullRequest> out;
   for (size_t i = 0; i < spec.src_blocks.size(); i += per_request) {
     PullRequest part = req;

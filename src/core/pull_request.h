@@ -17,6 +17,9 @@ namespace kvdist::core {
 
 // Block pairs of one request; a pull_blocks with more is sent as several.
 inline constexpr size_t kMaxPullBlockPairs = 2048;
+// Tensors x block pairs of one request (a Llama-3-70B cache, 160 tensors,
+// times 2048 pairs is 327,680): the serving side refuses more.
+inline constexpr size_t kMaxPullRanges = size_t{1} << 20;
 
 struct PullRequest {
   uint64_t pull_id = 0;

@@ -36,11 +36,21 @@ Status plan_pull(const CacheRegistry::PullSource& source, const PullRequest& req
   if (tensors.empty()) {
     for (uint32_t t = 0; t < num_tensors; ++t) tensors.push_back(t);
   }
+  std::vector<bool> seen(num_tensors, false);
   for (uint32_t t : tensors) {
     if (t >= num_tensors) {
       return invalid("source tensor " + std::to_string(t) + " is not below the " +
                      std::to_string(num_tensors) + " tensors of the source cache");
     }
+    if (seen[t]) return invalid("source tensor " + std::to_string(t) + " is named twice");
+    seen[t] = true;
+  }
+  // Bounded work per request, whatever a peer sends: at most every tensor
+  // once, times the block pairs of one note.
+  if (req.blocks() && tensors.size() * req.src_blocks.size() > kMaxPullRanges) {
+    return invalid("a pull of " + std::to_string(tensors.size()) + " tensors x " +
+                   std::to_string(req.src_blocks.size()) + " blocks is more than " +
+                   std::to_string(kMaxPullRanges) + " ranges in one request");
   }
   if (tensors.size() != req.dst_addrs.size()) {
     return invalid("the source gives " + std::to_string(tensors.size()) +

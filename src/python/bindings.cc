@@ -38,6 +38,13 @@ void check(const Status& s) {
   if (!s.ok()) raise_status(s);
 }
 
+// A failure found where the GIL may be released (e.g. a finalized
+// DataDist seen inside a blocking call): thrown as a C++ exception and
+// turned into KvdistError by the translator below, with the GIL held.
+struct StatusError {
+  Status status;
+};
+
 // Runs a blocking call without the GIL; raises its failure.
 template <typename Call>
 void without_gil(Call call) {
@@ -448,10 +455,12 @@ class PyDataDist {
     }
     return link_result(r);
   }
+  // Safe without the GIL: a finalized DataDist throws StatusError.
   kvdist::CacheManager* manager() {
     kvdist::CacheManager* m = dd_->cache_manager();
-    if (m == nullptr)
-      raise_status(Status(StatusCode::kEngineFinalized, "DataDist is not initialized"));
+    if (m == nullptr) {
+      throw StatusError{Status(StatusCode::kEngineFinalized, "DataDist is not initialized")};
+    }
     return m;
   }
 
@@ -491,6 +500,17 @@ PYBIND11_MODULE(_kvdist, m) {
                                     "says what was wrong."));
   g_error_type = error.inc_ref().ptr();
   m.attr("KvdistError") = error;
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const StatusError& e) {
+      try {
+        raise_status(e.status);
+      } catch (py::error_already_set& set) {
+        set.restore();
+      }
+    }
+  });
 
   py::class_<kvdist::CacheTask>(m, "Task")
       .def(

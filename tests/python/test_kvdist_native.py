@@ -122,6 +122,22 @@ def test_pull_by_cache_id_and_by_request_key(prompt: kvdist.DataDist) -> None:
         peer.close()
 
 
+def test_calls_after_close_raise_instead_of_crashing() -> None:
+    dd = kvdist.DataDist("decoder", 9)
+    dd.close()
+    key = (1, 1, 2**64 - 1, 2**64 - 1, 0, 5, 0)
+    cache = (5, [4096], 1, [8], 1, 1)
+    for call in (
+        lambda: dd._native.pull(key, cache),
+        lambda: dd._native.push(cache, key),
+        lambda: dd._native.copy_cache(cache, cache),
+        lambda: dd._native.allocate(1, [8], 1, 1, 0, -1, False),
+    ):
+        with pytest.raises(kvdist.KvdistError) as info:
+            call()
+        assert info.value.code == kvdist.StatusCode.ENGINE_FINALIZED
+
+
 def test_registered_numpy_and_buffer_sources(prompt: kvdist.DataDist) -> None:
     arrays = [np.full((4, 256), i + 1, dtype=np.float32) for i in range(4)]
     src = prompt.register(arrays)

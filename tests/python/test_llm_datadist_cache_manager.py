@@ -292,6 +292,25 @@ def test_switch_role_while_linked_is_exist_link(pair: tuple[LLMDataDist, Peer, b
     assert info.value.status_code is LLMStatusCode.LLM_EXIST_LINK
 
 
+def test_a_finalized_manager_refuses_calls() -> None:
+    script = r"""
+from llm_datadist import *
+dd = LLMDataDist(LLMRole.DECODER, 5)
+config = LLMConfig(); config.enable_cache_manager = True
+config.mem_pool_cfg = '{"memory_size": 1048576}'
+dd.init(config.generate_options())
+manager = dd.cache_manager
+cache = manager.allocate_cache(CacheDesc(2, [4], DataType.DT_INT32))
+dd.finalize()
+try:
+    manager.pull_cache(CacheKeyByIdAndIndex(1, 1), cache)
+except LLMException as exc:
+    print(exc.status_code.name)
+"""
+    out = run_script(script)
+    assert out.stdout.strip() == "LLM_ENGINE_FINALIZED", out.stderr
+
+
 def test_link_needs_local_ip_info_without_local_comm_res() -> None:
     script = r"""
 from llm_datadist import *

@@ -153,6 +153,9 @@ TEST_F(PullTest, PrefixKeysStayAndOffsetPullsKeepRequestKeys) {
   KvCache req = keyed(2, {1, 1024}, {request_key(30)});
   RemoteCache dst = canaried(d, 2, {1, 1024});
   EXPECT_EQ(d.pull(dst.id, kPrompt, "prefix:7"), StatusCode::kSuccess);
+  // A read by id of a batch under a prefix key does not use the key up.
+  EXPECT_EQ(d.pull(dst.id, kPrompt, "id:" + s(static_cast<uint64_t>(shared.cache_id)) + ":0"),
+            StatusCode::kSuccess);
   EXPECT_EQ(d.pull(dst.id, kPrompt, "prefix:7"), StatusCode::kSuccess);
   EXPECT_EQ(d.hash(dst.addrs[1], 1024), local_hash(shared.tensor_addrs[1], 1024));
   // 256 bytes from byte 512 of the source to byte 128 of the destination.
