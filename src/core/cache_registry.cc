@@ -396,6 +396,18 @@ Result<KvCache> CacheRegistry::pin(int64_t cache_id) {
   return it->second.cache;
 }
 
+Result<KvCache> CacheRegistry::pin_view(const KvCache& view, const std::string& what) {
+  auto pinned = pin(view.cache_id);
+  if (!pinned.ok()) return pinned;
+  if (pinned->tensor_addrs != view.tensor_addrs) {
+    unpin(view.cache_id);
+    return Status(StatusCode::kParamInvalid, what + " does not match cache " +
+                                                 std::to_string(view.cache_id) +
+                                                 " as this manager allocated it");
+  }
+  return pinned;
+}
+
 void CacheRegistry::unpin(int64_t cache_id) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = caches_.find(cache_id);

@@ -65,6 +65,10 @@ class CacheRegistry : public std::enable_shared_from_this<CacheRegistry> {
   // being freed). Pinned caches are not released while pinned.
   Result<KvCache> pin(int64_t cache_id);
   void unpin(int64_t cache_id);
+  // pin() of the cache a caller's view names, which must have the tensor
+  // addresses the registry holds: kParamInvalid "<what> does not match
+  // cache N as this manager allocated it" otherwise (nothing left pinned).
+  Result<KvCache> pin_view(const KvCache& view, const std::string& what);
 
   // Receiving side.
   void on_note(uint64_t peer, const Note& note);

@@ -244,14 +244,13 @@ Result<CacheTask> Engine::transfer(const KvCache& src_in,
       }
     }
   }
-  auto pinned = registry_->pin(src_in.cache_id);
+  auto pinned = registry_->pin_view(src_in, "src_cache");
   if (!pinned.ok()) return pinned.status();
   // The caller's view decides how many tensors make a layer (the original's
   // tensor_num_per_layer); the registry's copy, where the bytes are.
   KvCache src = pinned.value();
   src.desc.tensors_per_layer = src_in.desc.tensors_per_layer;
-  if (src.tensor_addrs != src_in.tensor_addrs ||
-      src.desc.tensor_bytes() != src_in.desc.tensor_bytes() ||
+  if (src.desc.tensor_bytes() != src_in.desc.tensor_bytes() ||
       src.desc.num_tensors != src_in.desc.num_tensors) {
     registry_->unpin(src.cache_id);
     return Status(StatusCode::kParamInvalid, "src_cache does not match cache " +
@@ -469,16 +468,10 @@ Status Engine::pull(const CacheKey& key, const KvCache& dst_in, const PullSpec& 
   // client must outlive this call's last steps.
   std::shared_ptr<CacheRegistry> registry = registry_;
   std::shared_ptr<PullClient> client = pull_client_;
-  auto pinned = registry->pin(dst_in.cache_id);
+  auto pinned = registry->pin_view(dst_in, "kv_cache");
   if (!pinned.ok()) return pinned.status();
   const KvCache dst = pinned.value();
   auto unpin = [registry, id = dst.cache_id] { registry->unpin(id); };
-  if (dst.tensor_addrs != dst_in.tensor_addrs) {
-    unpin();
-    return Status(StatusCode::kParamInvalid, "kv_cache does not match cache " +
-                                                 std::to_string(dst.cache_id) +
-                                                 " as this manager allocated it");
-  }
   auto requests = plan_pull_requests(key, dst, spec);
   if (!requests.ok()) {
     unpin();

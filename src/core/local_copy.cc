@@ -16,14 +16,13 @@ void* ptr(uint64_t addr) { return reinterpret_cast<void*>(static_cast<uintptr_t>
 class Pinned {
  public:
   Pinned(CacheRegistry& registry, const KvCache& cache, const char* what)
-      : registry_(registry), result_(registry.pin(cache.cache_id)) {
-    if (!result_.ok()) {
-      status_ =
-          Status(result_.status().code(), std::string(what) + ": " + result_.status().message());
-    } else if (result_->tensor_addrs != cache.tensor_addrs) {
-      status_ = invalid(std::string(what) + " does not match cache " +
-                        std::to_string(cache.cache_id) + " as this manager allocated it");
-    }
+      : registry_(registry), result_(registry.pin_view(cache, what)) {
+    if (result_.ok()) return;
+    // "src: cache 5 does not exist ..."; a mismatch names `what` already.
+    const Status& s = result_.status();
+    status_ = s.code() == StatusCode::kKvCacheNotExist
+                  ? Status(s.code(), std::string(what) + ": " + s.message())
+                  : s;
   }
   ~Pinned() {
     if (result_.ok()) registry_.unpin(result_->cache_id);

@@ -1,73 +1,82 @@
 #include "core/pull_client.h"
 
+#include <functional>
 #include <string>
 
 #include "core/notes.h"
 
 namespace kvdist::core {
 
-Status PullClient::pull(uint64_t peer, std::vector<PullRequest> requests,
-                        std::chrono::steady_clock::time_point deadline) {
+Result<std::vector<PullClient::Pending>> PullClient::exchange(
+    uint64_t peer, size_t count, const std::function<std::string(size_t, uint64_t)>& note_for,
+    std::chrono::steady_clock::time_point deadline) {
   std::vector<uint64_t> ids;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopped_) return Status(StatusCode::kEngineFinalized, "DataDist is finalized");
-    for (PullRequest& r : requests) {
-      r.pull_id = next_id_++;
-      pending_[r.pull_id].peer = peer;
-      ids.push_back(r.pull_id);
+    for (size_t i = 0; i < count; ++i) {
+      ids.push_back(next_id_++);
+      pending_[ids.back()].peer = peer;
     }
   }
-  for (const PullRequest& r : requests) {
-    Note n;
-    n.kind = Note::Kind::kPullRequest;
-    n.payload = encode_pull_request(r);
-    transport_->notify(peer, encode_note(n));
-  }
+  for (size_t i = 0; i < count; ++i) transport_->notify(peer, note_for(i, ids[i]));
   std::unique_lock<std::mutex> lock(mu_);
-  auto all_done = [&] {
+  cv_.wait_until(lock, deadline, [&] {
     for (uint64_t id : ids) {
       if (!pending_[id].result) return false;
     }
     return true;
-  };
-  const bool done = cv_.wait_until(lock, deadline, all_done);
-  Status first;
+  });
+  std::vector<Pending> answers;
   for (uint64_t id : ids) {
-    const auto& result = pending_[id].result;
-    if (!result) {
+    answers.push_back(std::move(pending_[id]));
+    pending_.erase(id);
+  }
+  return answers;
+}
+
+Status PullClient::pull(uint64_t peer, std::vector<PullRequest> requests,
+                        std::chrono::steady_clock::time_point deadline) {
+  auto answers = exchange(
+      peer, requests.size(),
+      [&](size_t i, uint64_t id) {
+        requests[i].pull_id = id;
+        Note n;
+        n.kind = Note::Kind::kPullRequest;
+        n.payload = encode_pull_request(requests[i]);
+        return encode_note(n);
+      },
+      deadline);
+  if (!answers.ok()) return answers.status();
+  Status first;
+  for (const Pending& a : answers.value()) {
+    if (!a.result) {
       if (first.ok()) {
         first = Status(StatusCode::kWaitProcessTimeout,
                        "the pull from cluster " + std::to_string(peer) +
                            " did not complete before its deadline");
       }
-    } else if (!result->ok() && first.ok()) {
-      first = *result;
+    } else if (!a.result->ok() && first.ok()) {
+      first = *a.result;
     }
-    pending_.erase(id);
   }
-  (void)done;
   return first;
 }
 
 Result<CacheInfo> PullClient::resolve(uint64_t peer, const CacheKey& key,
                                       std::chrono::steady_clock::time_point deadline) {
-  uint64_t id = 0;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopped_) return Status(StatusCode::kEngineFinalized, "DataDist is finalized");
-    id = next_id_++;
-    pending_[id].peer = peer;
-  }
-  Note n;
-  n.kind = Note::Kind::kResolveRequest;
-  n.task_id = id;
-  n.payload = encode_cache_key(key);
-  transport_->notify(peer, encode_note(n));
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait_until(lock, deadline, [&] { return pending_[id].result.has_value(); });
-  Pending p = std::move(pending_[id]);
-  pending_.erase(id);
+  auto answers = exchange(
+      peer, 1,
+      [&](size_t, uint64_t id) {
+        Note n;
+        n.kind = Note::Kind::kResolveRequest;
+        n.task_id = id;
+        n.payload = encode_cache_key(key);
+        return encode_note(n);
+      },
+      deadline);
+  if (!answers.ok()) return answers.status();
+  const Pending& p = answers->front();
   if (!p.result) {
     return Status(StatusCode::kTimeout, "cluster " + std::to_string(peer) +
                                             " did not say where the cache is before the deadline");

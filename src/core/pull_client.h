@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -48,6 +49,13 @@ class PullClient {
     std::optional<Status> result;
     std::string payload;  // a successful resolve's CacheInfo
   };
+
+  // Sends `count` requests to `peer` (note_for(i, id) encodes the i-th,
+  // answered under `id`) and waits until all are answered or `deadline`;
+  // the answers in order (no result: none in time).
+  Result<std::vector<Pending>> exchange(
+      uint64_t peer, size_t count, const std::function<std::string(size_t, uint64_t)>& note_for,
+      std::chrono::steady_clock::time_point deadline);
 
   std::shared_ptr<net::Transport> transport_;
   std::mutex mu_;

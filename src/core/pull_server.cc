@@ -16,12 +16,14 @@ constexpr int kChunksInFlight = 4;
 
 Status invalid(std::string msg) { return Status(StatusCode::kParamInvalid, std::move(msg)); }
 
-std::string reply_note(uint64_t pull_id, const Status& status) {
+// The answer to request `id`: its status, and why it failed, or what a
+// successful request returns (a resolve's CacheInfo).
+std::string reply_note(uint64_t id, const Status& status, std::string result = {}) {
   Note n;
   n.kind = Note::Kind::kPullReply;
-  n.task_id = pull_id;
+  n.task_id = id;
   n.code = status.code();
-  n.payload = status.message().substr(0, 1024);
+  n.payload = status.ok() ? std::move(result) : status.message().substr(0, 1024);
   return encode_note(n);
 }
 
@@ -158,12 +160,7 @@ void PullServer::serve_resolve(const Job& job) {
     reply(job.peer, job.id, info.status());
     return;
   }
-  Note n;
-  n.kind = Note::Kind::kPullReply;
-  n.task_id = job.id;
-  n.code = StatusCode::kSuccess;
-  n.payload = encode_cache_info(info.value());
-  transport_->notify(job.peer, encode_note(n));
+  transport_->notify(job.peer, reply_note(job.id, Status(), encode_cache_info(info.value())));
 }
 
 bool PullServer::serving(uint64_t peer) const {
