@@ -7,10 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from llm_datadist._checks import check_int64, check_isinstance, check_uint32
-from llm_datadist.llm_types import CacheKey, KvCache, Placement
+from llm_datadist.llm_types import INVALID_ID, CacheKey, KvCache, Placement
 from llm_datadist.status import raise_if_false, raise_if_true
-
-_INVALID_ID = 2**64 - 1
 
 
 def is_cpu_cache(cache: KvCache) -> bool:
@@ -30,8 +28,8 @@ def offset_or_default(name: str, value: Any, default: int = -1) -> int:
 
 def check_key_ids(key: CacheKey) -> None:
     """Exactly one of req_id and prefix_id names something."""
-    req_valid = key.req_id != _INVALID_ID
-    prefix_valid = key.prefix_id != _INVALID_ID
+    req_valid = key.req_id != INVALID_ID
+    prefix_valid = key.prefix_id != INVALID_ID
     raise_if_true(
         not req_valid and not prefix_valid,
         "one of req id and prefix id should contain valid value:[0, 2**64-1), "
@@ -77,11 +75,12 @@ def check_layer_ranges(src: Any, dst: Any) -> None:
         check_uint32(name, layers[-1])
 
 
-def check_swap_caches(src: Any, dst: Any, src_to_dst: Any) -> None:
+def check_swap_caches(src: Any, dst: Any, src_to_dst: Any, cache_type: type = KvCache) -> None:
     """Same block size and tensor count, block indices inside both, and one
-    side on the host, the other not."""
-    check_isinstance("src", src, KvCache)
-    check_isinstance("dst", dst, KvCache)
+    side on the host, the other not (caches of ``cache_type``: KvCache, or
+    CacheManager mode's Cache)."""
+    check_isinstance("src", src, cache_type)
+    check_isinstance("dst", dst, cache_type)
     check_isinstance("src_to_dst", src_to_dst, dict, int)
     src_block = src.cache_desc.size // src.cache_desc.batch_size
     dst_block = dst.cache_desc.size // dst.cache_desc.batch_size

@@ -67,7 +67,7 @@ def check_synchronizer_and_configs(
 
 
 def native_configs(
-    transfer_configs: Any, num_layers: int, src_blocks: Any, key_tuple: Any = None
+    transfer_configs: Any, num_layers: int, src_blocks: Any
 ) -> tuple[list[tuple[Any, ...]], list[Any]]:
     """Checks each config and returns the engine's configs, and per config the
     (key, destination layers) of one addressed by key (None otherwise).
@@ -95,7 +95,7 @@ def native_configs(
             out.append(
                 (config.dst_cluster_id, [], layers.start, layers.stop, config.src_batch_index)
             )
-            keys.append((key_tuple(config.cache_key), (dst.start, dst.stop)))
+            keys.append((_native.key_tuple(config.cache_key), (dst.start, dst.stop)))
             continue
         expected = len(layers) * NUM_TENSORS_PER_LAYER
         raise_if_false(

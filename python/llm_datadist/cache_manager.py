@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llm_datadist import _native
+from llm_datadist import _native, _transfer
 from llm_datadist import _op_checks as _ops
-from llm_datadist import _transfer
 from llm_datadist._checks import (
     check_dict,
     check_int64,
@@ -23,7 +22,6 @@ from llm_datadist._checks import (
     check_uint32,
     check_uint64,
 )
-from llm_datadist.kv_cache_manager import _cache_tuple, _key_tuple, _layers
 from llm_datadist.llm_types import (
     BlocksCacheKey,
     Cache,
@@ -131,7 +129,7 @@ class CacheManager:
                 desc.batch_dim,
                 desc.seq_len_dim_index,
                 blocks,
-                [_key_tuple(k) for k in keys],
+                [_native.key_tuple(k) for k in keys],
             )
         else:
             cache_id, out = _native.call(
@@ -151,7 +149,7 @@ class CacheManager:
                         f"cache_keys = {keys}",
                         self._native.bind_keys,
                         cache_id,
-                        [_key_tuple(k) for k in keys],
+                        [_native.key_tuple(k) for k in keys],
                     )
                 except LLMException:
                     self._native.deallocate(cache_id)
@@ -269,7 +267,7 @@ class CacheManager:
             "[remove_cache_key]",
             f"cache_key = {cache_key}",
             self._native.remove_key,
-            _key_tuple(cache_key),
+            _native.key_tuple(cache_key),
         )
 
     def remap_registered_memory(self, mem_infos: MemInfo | list[MemInfo]) -> None:
@@ -321,12 +319,12 @@ class CacheManager:
             "[pull_cache]",
             f"cache_key = {cache_key}",
             self._native.pull,
-            _key_tuple(cache_key),
-            _cache_tuple(_as_kv(cache)),
+            _native.key_tuple(cache_key),
+            _native.cache_tuple(cache),
             batch_index=batch_index,
             size=size,
-            src_layers=_layers(src_layer_range),
-            dst_layers=_layers(dst_layer_range),
+            src_layers=_native.layers(src_layer_range),
+            dst_layers=_native.layers(dst_layer_range),
             tensors_per_layer=tensor_num_per_layer,
             keep_keys=self._remote_access,  # a read of the peer's cache, as the original's GET
         )
@@ -375,10 +373,10 @@ class CacheManager:
             "[pull_blocks]",
             f"src_cache_key = {src_cache_key}",
             self._native.pull,
-            _key_tuple(src_cache_key),
-            _cache_tuple(_as_kv(dst_cache)),
-            src_layers=_layers(src_layer_range),
-            dst_layers=_layers(dst_layer_range),
+            _native.key_tuple(src_cache_key),
+            _native.cache_tuple(dst_cache),
+            src_layers=_native.layers(src_layer_range),
+            dst_layers=_native.layers(dst_layer_range),
             tensors_per_layer=tensor_num_per_layer,
             src_blocks=list(src_blocks or ()),
             dst_blocks=list(dst_blocks),
@@ -437,8 +435,8 @@ class CacheManager:
             "[push_cache]",
             f"dst_cache_key = {dst_cache_key}",
             self._native.push,
-            _cache_tuple(_as_kv(src_cache)),
-            _key_tuple(dst_cache_key),
+            _native.cache_tuple(src_cache),
+            _native.key_tuple(dst_cache_key),
             src_batch_index=src_batch_index,
             src_layers=src_range,
             dst_layers=dst_range,
@@ -484,8 +482,8 @@ class CacheManager:
             "[push_blocks]",
             f"dst_cache_key = {dst_cache_key}",
             self._native.push,
-            _cache_tuple(_as_kv(src_cache)),
-            _key_tuple(dst_cache_key),
+            _native.cache_tuple(src_cache),
+            _native.key_tuple(dst_cache_key),
             src_layers=src_range,
             dst_layers=dst_range,
             tensors_per_layer=tensor_num_per_layer,
@@ -526,9 +524,7 @@ class CacheManager:
             dst_block_memory_size,
             src_cache.cache_desc,
         )
-        configs = _transfer.native_configs(
-            transfer_configs, num_layers, src_block_indices, _key_tuple
-        )
+        configs = _transfer.native_configs(transfer_configs, num_layers, src_block_indices)
         return _transfer.start(
             self._native,
             src_cache.cache_id,
@@ -567,16 +563,8 @@ class CacheManager:
         raise_if_false(size == -1 or size > 0, "size ({0}) should be -1 or > 0", size)
         if req_id is not None:
             check_uint64("req_id", req_id)
-        _native.call(
-            "[copy_cache]",
-            f"dst = {dst.cache_id}, src = {src.cache_id}, req_id = {req_id}",
-            self._native.copy_cache,
-            _cache_tuple(_as_kv(dst)),
-            _cache_tuple(_as_kv(src)),
-            dst_batch_index,
-            src_batch_index,
-            offset,
-            size,
+        _native.copy_cache(
+            self._native, dst, src, dst_batch_index, src_batch_index, offset, size, req_id
         )
 
     def copy_blocks(self, cache: Cache, copy_block_info: dict[int, list[int]]) -> None:
@@ -590,13 +578,7 @@ class CacheManager:
         for s, d in pairs:
             check_uint64("src_block", s)
             check_uint64("dst_block", d)
-        _native.call(
-            "[copy_blocks]",
-            f"cache id is:{cache.cache_id}",
-            self._native.copy_blocks,
-            _cache_tuple(_as_kv(cache)),
-            pairs,
-        )
+        _native.copy_blocks(self._native, cache, pairs)
 
     def swap_blocks(self, src_cache: Cache, dst_cache: Cache, src_to_dst: dict[int, int]) -> None:
         """Copies blocks between a HOST cache and a DEVICE blocks cache, either way."""
@@ -607,21 +589,5 @@ class CacheManager:
             src_cache.is_blocks_cache and dst_cache.is_blocks_cache,
             "src_cache and dst_cache should be blocks caches",
         )
-        _ops.check_swap_caches(_as_kv(src_cache), _as_kv(dst_cache), src_to_dst)
-        _native.call(
-            "[swap_blocks]",
-            "swap blocks failed",
-            self._native.swap_blocks,
-            _cache_tuple(_as_kv(src_cache)),
-            _cache_tuple(_as_kv(dst_cache)),
-            list(src_to_dst.items()),
-        )
-
-
-def _as_kv(cache: Cache) -> Any:
-    """The view the shared helpers take (``per_device_tensor_addrs``)."""
-    from llm_datadist.llm_types import KvCache
-
-    view = KvCache(cache.cache_id, cache.cache_desc, [list(cache.tensor_addrs)], None)
-    view._valid = False  # a view: never frees on collection
-    return view
+        _ops.check_swap_caches(src_cache, dst_cache, src_to_dst, Cache)
+        _native.swap_blocks(self._native, src_cache, dst_cache, src_to_dst)

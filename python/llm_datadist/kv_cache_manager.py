@@ -10,9 +10,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from llm_datadist import _native
+from llm_datadist import _native, _transfer
 from llm_datadist import _op_checks as _ops
-from llm_datadist import _transfer
 from llm_datadist._checks import (
     check_dict,
     check_int32,
@@ -103,7 +102,7 @@ class KvCacheManager:
             cache_desc.batch_dim,
             cache_desc.seq_len_dim_index,
             blocks,
-            [_key_tuple(key) for key in keys],
+            [_native.key_tuple(key) for key in keys],
         )
         cache = KvCache(cache_id, cache_desc, [list(addrs)], self)
         cache._is_blocks = blocks
@@ -232,7 +231,7 @@ class KvCacheManager:
             "[remove_cache_key]",
             f"cache_key = {cache_key}",
             self._native.remove_key,
-            _key_tuple(cache_key),
+            _native.key_tuple(cache_key),
         )
 
     def pull_cache(
@@ -279,14 +278,14 @@ class KvCacheManager:
                 "[pull_cache]",
                 f"cache_key = {cache_key}",
                 self._native.pull,
-                _key_tuple(cache_key),
-                _cache_tuple(kv_cache),
+                _native.key_tuple(cache_key),
+                _native.cache_tuple(kv_cache),
                 batch_index=batch_index,
                 size=size,
                 src_offset=None if src_offset < 0 else src_offset,
                 dst_offset=None if dst_offset < 0 else dst_offset,
-                src_layers=_layers(src_layer_range),
-                dst_layers=_layers(dst_layer_range),
+                src_layers=_native.layers(src_layer_range),
+                dst_layers=_native.layers(dst_layer_range),
                 tensors_per_layer=tensor_num_per_layer,
             )
 
@@ -328,10 +327,10 @@ class KvCacheManager:
                 "[pull_blocks]",
                 f"prompt_cache_key = {prompt_cache_key}",
                 self._native.pull,
-                _key_tuple(prompt_cache_key),
-                _cache_tuple(decoder_kv_cache),
-                src_layers=_layers(src_layer_range),
-                dst_layers=_layers(dst_layer_range),
+                _native.key_tuple(prompt_cache_key),
+                _native.cache_tuple(decoder_kv_cache),
+                src_layers=_native.layers(src_layer_range),
+                dst_layers=_native.layers(dst_layer_range),
                 tensors_per_layer=tensor_num_per_layer,
                 src_blocks=list(prompt_blocks),
                 dst_blocks=list(decoder_blocks),
@@ -369,16 +368,8 @@ class KvCacheManager:
             size,
         )
         check_isinstance("req_id", req_id, int)
-        _native.call(
-            "[copy_cache]",
-            f"dst = {dst.cache_id}, src = {src.cache_id}, req_id = {req_id}",
-            self._native.copy_cache,
-            _cache_tuple(dst),
-            _cache_tuple(src),
-            dst_batch_index,
-            src_batch_index,
-            offset,
-            size,
+        _native.copy_cache(
+            self._native, dst, src, dst_batch_index, src_batch_index, offset, size, req_id
         )
 
     def copy_blocks(self, cache: KvCache, copy_block_info: dict[int, list[int]]) -> None:
@@ -397,13 +388,7 @@ class KvCacheManager:
             for dst_block in dst_blocks:
                 check_uint64("dst_block", dst_block)
                 pairs.append((src_block, dst_block))
-        _native.call(
-            "[copy_blocks]",
-            f"cache id is:{cache.cache_id}",
-            self._native.copy_blocks,
-            _cache_tuple(cache),
-            pairs,
-        )
+        _native.copy_blocks(self._native, cache, pairs)
 
     def swap_blocks(self, src: KvCache, dst: KvCache, src_to_dst: dict[int, int]) -> None:
         """Copies blocks between a HOST cache (``KvCache.create_cpu_cache``) and a
@@ -412,14 +397,7 @@ class KvCacheManager:
         check_isinstance("src", src, KvCache, allow_none=False)
         check_isinstance("dst", dst, KvCache, allow_none=False)
         _ops.check_swap_caches(src, dst, src_to_dst)
-        _native.call(
-            "[swap_blocks]",
-            "swap blocks failed",
-            self._native.swap_blocks,
-            _cache_tuple(src),
-            _cache_tuple(dst),
-            list(src_to_dst.items()),
-        )
+        _native.swap_blocks(self._native, src, dst, src_to_dst)
 
     def get_cache_tensors(self, cache: KvCache, tensor_index: int = 0) -> list[Any]:
         """A copy of tensor ``tensor_index`` of ``cache``: one ``Tensor`` (one device)."""
@@ -436,7 +414,7 @@ class KvCacheManager:
             "[get_cache_tensors]",
             f"cache_id = {cache.cache_id}, tensor_index = {tensor_index}",
             self._native.read_tensor,
-            _cache_tuple(cache),
+            _native.cache_tuple(cache),
             tensor_index,
         )
         import numpy as np
@@ -447,36 +425,3 @@ class KvCacheManager:
         array = np.frombuffer(bytearray(raw), dtype=dt.dtype_to_np_dtype[desc.data_type])
         tensor_desc = TensorDesc(desc.data_type, list(desc.shape))
         return [Tensor(array.reshape(desc.shape), tensor_desc)]
-
-
-_INVALID_ID = 2**64 - 1
-
-
-def _key_tuple(key: CacheKey | CacheKeyByIdAndIndex | BlocksCacheKey) -> tuple[int, ...]:
-    """The native binding's (kind, cluster, req_id, prefix_id, model_id, cache_id, batch)."""
-    if isinstance(key, CacheKeyByIdAndIndex):
-        return (1, key.cluster_id, _INVALID_ID, _INVALID_ID, 0, key.cache_id, key.batch_index)
-    if isinstance(key, BlocksCacheKey):
-        return (2, key.cluster_id, _INVALID_ID, _INVALID_ID, key.model_id, -1, 0)
-    return (0, key.cluster_id, key.req_id, key.prefix_id, key.model_id, -1, 0)
-
-
-def _cache_tuple(cache: KvCache) -> tuple[Any, ...]:
-    """The native binding's (cache_id, addrs, num_tensors, shape, dtype, placement)."""
-    desc = cache.cache_desc
-    addrs = cache.per_device_tensor_addrs[0] if cache.per_device_tensor_addrs else []
-    return (
-        cache.cache_id,
-        list(addrs),
-        desc.num_tensors,
-        list(desc.shape),
-        desc.data_type.value,
-        int(desc.placement),
-    )
-
-
-def _layers(layers: range | None) -> tuple[int, int] | None:
-    """A layer range as (start, stop); None or empty: every tensor (as the original)."""
-    if layers is None or len(layers) == 0:
-        return None
-    return (layers.start, layers.stop)

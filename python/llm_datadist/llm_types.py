@@ -43,7 +43,7 @@ __all__ = [
     "CacheTask",
 ]
 
-_INVALID_ID = 2**64 - 1
+INVALID_ID = 2**64 - 1
 
 
 class Placement(IntEnum):
@@ -251,7 +251,7 @@ class CacheKey:
         self._cluster_id: int = cluster
         self._req_id: int = values["req_id"]
         self._model_id: int = values.get("model_id", 0)
-        self._prefix_id: int = values.get("prefix_id", _INVALID_ID)
+        self._prefix_id: int = values.get("prefix_id", INVALID_ID)
         check_uint64("cluster_id", self._cluster_id)
         check_uint64("req_id", self._req_id)
         check_uint64("model_id", self._model_id)
